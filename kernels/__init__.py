@@ -1,0 +1,1 @@
+"""Triton kernels of ponder, shipped inside the wheel as ``ponder.kernels``."""

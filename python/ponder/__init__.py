@@ -1,0 +1,8 @@
+"""ponder: fast primitives and search methods for LLM test-time compute."""
+
+import torch  # noqa: F401  (loads libtorch before the extension, which has no RPATH to it)
+
+from ponder.ops import SampleOutput, filtered_probs, sample
+
+__version__ = "0.1.0"
+__all__ = ["SampleOutput", "filtered_probs", "sample", "__version__"]
