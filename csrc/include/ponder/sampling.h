@@ -358,8 +358,11 @@ void philox_columns(uint32_t group0, uint32_t draw, uint32_t row, Seed seed, uin
   }
 }
 
-// The Gumbel key of column `col` for one draw: s - log(-log(u)).
-inline float gumbel_key(float s, uint32_t bits) { return s - log_positive(-log_positive(uniform_from_bits(bits))); }
+// The Gumbel key of a token for one draw: (s - s_max) - log(-log(u)). Taken relative to
+// the max so that keys of float-max logits (cleaned +inf) do not saturate and tie.
+inline float gumbel_key(float s_rel, uint32_t bits) {
+  return s_rel - log_positive(-log_positive(uniform_from_bits(bits)));
+}
 
 // One Gumbel-max draw from a prepared, finite, non-greedy row: the kept column with
 // the largest key (lowest index on ties).
@@ -378,34 +381,34 @@ inline int64_t draw_token(const RowFilter& f, const RowScratch& scratch, int64_t
       if (!f.kept(c.value)) continue;
       const uint32_t col = static_cast<uint32_t>(c.index);
       const Philox4 r = philox4x32_10(col >> 2, draw, row, 0, seed.lo, seed.hi);
-      offer(gumbel_key(c.value, r.v[col & 3]), c.index);
+      offer(gumbel_key(c.value - f.s_max, r.v[col & 3]), c.index);
     }
     return best;
   }
   // Whole row: 64 columns at a time. A chunk is skipped without drawing random numbers
-  // when none of its tokens is kept or could beat the best key (keys exceed s by at most
-  // kGumbelMax).
+  // when none of its tokens is kept or could beat the best key (a key exceeds s - s_max
+  // by at most kGumbelMax).
   constexpr int64_t kChunk = 64;
   const float* v = scratch.values.data();
   float keys[kChunk];
   uint32_t bits[kChunk];
   for (int64_t base = 0; base < vocab; base += kChunk) {
     const int64_t width = std::min(kChunk, vocab - base);
-    if (max_of(v + base, width) < std::max(f.threshold, best_key - kGumbelMax)) continue;
+    if (max_of(v + base, width) < std::max(f.threshold, f.s_max + (best_key - kGumbelMax))) continue;
     philox_columns<kChunk>(static_cast<uint32_t>(base >> 2), draw, row, seed, bits);
     // Keys for every lane, then the filter as a select, then the chunk's max: separate
     // loops, because gcc vectorises each of them but not their fusion.
     float weights[kChunk];
-#pragma omp simd
-    for (int64_t j = 0; j < width; ++j) keys[j] = gumbel_key(v[base + j], bits[j]);
     const float threshold = f.threshold, s_max = f.s_max, min_p = f.min_p;
+#pragma omp simd
+    for (int64_t j = 0; j < width; ++j) keys[j] = gumbel_key(v[base + j] - s_max, bits[j]);
 #pragma omp simd
     for (int64_t j = 0; j < width; ++j) weights[j] = exp_nonpositive(v[base + j] - s_max);
     float chunk_best = -std::numeric_limits<float>::infinity();
 #pragma omp simd reduction(max : chunk_best)
     for (int64_t j = 0; j < width; ++j) {
       keys[j] = (v[base + j] >= threshold && weights[j] >= min_p) ? keys[j] : -std::numeric_limits<float>::infinity();
-      chunk_best = std::max(chunk_best, keys[j]);
+      chunk_best = keys[j] > chunk_best ? keys[j] : chunk_best;
     }
     if (chunk_best > best_key) {  // strict: earlier chunks win ties
       best_key = chunk_best;

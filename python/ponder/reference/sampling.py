@@ -21,7 +21,8 @@ Semantics, per row (all parameters are per-row tensors here; the public function
   the largest probability).
 * The filtered distribution is ``w / sum(w)`` over the kept tokens.
 * Drawing: Gumbel-max with ponder's Philox uniforms (``reference.philox``): token =
-  the first index of the largest ``s - log(-log(u))`` among kept tokens.
+  the first index of the largest key ``(s - max s) - log(-log(u))`` among kept tokens
+  (relative to the max so that keys of float32-max logits do not saturate).
 * A row with no finite logit has no distribution: its ``filtered_probs`` row is all
   zeros and ``sample`` returns token 0 with ``logprobs = raw_logprobs = -inf``.
 """
@@ -62,7 +63,8 @@ def _top_p_keep(s: torch.Tensor, w: torch.Tensor, keep: torch.Tensor, top_p: tor
 def _kept_weights(
     x: torch.Tensor, temperature: torch.Tensor, top_k: torch.Tensor, top_p: torch.Tensor, min_p: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Scaled logits ``s`` and unnormalised kept weights ``w`` (0 where filtered), both float32 [B, V]."""
+    """Scaled logits relative to their row max, ``s - max s``, and the unnormalised kept
+    weights ``w = exp(s - max s)`` (0 where filtered); both float32 [B, V]."""
     vocab = x.shape[-1]
     greedy = temperature == 0
     s = x / torch.where(greedy, 1.0, temperature).unsqueeze(-1)
@@ -80,7 +82,7 @@ def _kept_weights(
     one_hot = torch.zeros_like(keep).scatter_(-1, x.argmax(-1, keepdim=True), True) & finite_row
     keep = torch.where(greedy.unsqueeze(-1), one_hot, keep)
     w = torch.where(greedy.unsqueeze(-1), 1.0, w)
-    return s, torch.where(keep, w, 0.0)
+    return s - s_max, torch.where(keep, w, 0.0)
 
 
 def filtered_probs(
@@ -113,7 +115,7 @@ def sample(
     """
     x = clean_logits(logits)
     batch, vocab = x.shape
-    s, w = _kept_weights(x, temperature, top_k, top_p, min_p)
+    s_rel, w = _kept_weights(x, temperature, top_k, top_p, min_p)
     kept = w > 0
     greedy = (temperature == 0).unsqueeze(-1)
     log_total = torch.log(w.double().sum(-1, keepdim=True)).float()
@@ -123,7 +125,7 @@ def sample(
     tokens = []
     for draw in range(num_samples):
         u = sampling_uniforms(seeds, vocab, draw)
-        key = torch.where(kept, s - torch.log(-torch.log(u)), float("-inf"))
+        key = torch.where(kept, s_rel - torch.log(-torch.log(u)), float("-inf"))
         key = torch.where(greedy, torch.where(kept, 0.0, float("-inf")), key)
         tokens.append(key.argmax(-1))
     tok = torch.stack(tokens, dim=-1)
