@@ -114,12 +114,14 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> sample(const at::Tensor& logits, 
           int64_t token = f.argmax;
           lp_out[o] = 0.0f;
           if (!f.greedy) {
-            token = draw_token(f, scratch, vocab, Seed{static_cast<uint32_t>(seed), static_cast<uint32_t>(seed >> 32)},
-                               static_cast<uint32_t>(d), static_cast<uint32_t>(r));
-            lp_out[o] = static_cast<float>((scratch.values[token] - f.s_max) - log_kept_mass);
+            const Draw drawn = draw_token(f, scratch, vocab,
+                                          Seed{static_cast<uint32_t>(seed), static_cast<uint32_t>(seed >> 32)},
+                                          static_cast<uint32_t>(d), static_cast<uint32_t>(r));
+            token = drawn.token;
+            lp_out[o] = static_cast<float>((drawn.s - f.s_max) - log_kept_mass);
           }
           tok_out[o] = token;
-          // The scratch row holds x / T; the raw log-prob needs x itself.
+          // The kernels hold x / T; the raw log-prob needs x itself.
           float x = to_float(row[token * logits.stride(1)]);
           x = std::isinf(x) ? std::numeric_limits<float>::max() : x;  // a drawn token is never NaN or -inf
           raw_out[o] = static_cast<float>((x - f.raw_max) - log_raw_sum);

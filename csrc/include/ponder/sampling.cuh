@@ -12,17 +12,20 @@
 //    (top-p) of tokens with key >= u, so 8 rounds pin the threshold down exactly;
 //  * draws: Gumbel-max with ponder's Philox counters; a token whose key cannot beat the
 //    best one found so far is skipped before its random number is generated.
-// No pass synchronises with the host; per-row parameters are clamped into their valid
-// range here (the host cannot check device values without a sync).
+// No pass synchronises with the host, so per-row parameter values are not checked but
+// clamped here: temperature NaN or < 0 -> 0 (greedy), +inf -> FLT_MAX; top_k < 0 -> 0
+// (off); top_p NaN or >= 1 -> off, <= 0 -> FLT_MIN (only the largest tokens); min_p NaN
+// or < 0 -> 0, >= 1 -> the largest float below 1.
 //
 // Where results can differ from the reference and from the CPU backend (both sum masses
 // in float64), within float rounding only:
 //  * masses (top-p's mass above a token, its total Z, the kept mass) are float32 sums in
 //    a thread-then-block order, so a top-p boundary token whose mass comparison is
-//    within ~1e-6 relative of p * Z may flip, and probabilities / logprobs differ in the
-//    last bits (also from expf, logf: CUDA's are within 1-2 ulp of the CPU's exp / log);
+//    within float32 summation error (~1e-6 relative) of p * Z may flip; probabilities
+//    and logprobs differ in the last bits, also because expf / logf here are within
+//    1-2 ulp of the CPU's exp / log;
 //  * Gumbel keys s - logf(-logf(u)) may differ from the CPU's in the last ulp, so a draw
-//    whose two best keys agree to ~1e-7 may pick the other token.
+//    whose two best keys agree to ~1e-7 relative may pick the other token.
 #pragma once
 
 #include <cuda_bf16.h>
@@ -40,7 +43,7 @@ namespace ponder::cuda_sampling {
 
 // Threads per block; each block owns one row. Every thread handles groups of 4
 // consecutive columns (one Philox call yields the random words of 4 columns).
-constexpr int kThreads = 1024;
+constexpr int kThreads = 512;
 
 // A per-row parameter: value of row r at data[r * stride]. stride 0 broadcasts one value
 // (an expanded tensor needs no copy).
@@ -112,18 +115,19 @@ class RowReader {
   // increasing order: x[i] is the cleaned logit of column 4 * group + i, for i < count.
   template <typename Fn>
   __device__ void for_each_group(Fn&& fn) const {
-    for (int group = threadIdx.x; group < num_groups_; group += kThreads) {
-      const int count = min(4, vocab_ - 4 * group);
+    int group = threadIdx.x;
+    // kBatch groups at a time, all loads first, so that their latencies overlap.
+    for (; group + (kBatch - 1) * kThreads < num_groups_; group += kBatch * kThreads) {
+      float x[kBatch][4];
+#pragma unroll
+      for (int b = 0; b < kBatch; ++b) load_group(group + b * kThreads, x[b]);
+#pragma unroll
+      for (int b = 0; b < kBatch; ++b) fn(group + b * kThreads, x[b], count(group + b * kThreads));
+    }
+    for (; group < num_groups_; group += kThreads) {
       float x[4];
-      if (vectorized_ && count == 4) {
-        const Group g = reinterpret_cast<const Group*>(data_)[group];
-#pragma unroll
-        for (int i = 0; i < 4; ++i) x[i] = clean_logit(to_float(g.v[i]));
-      } else {
-#pragma unroll
-        for (int i = 0; i < 4; ++i) x[i] = i < count ? load(4 * group + i) : -INFINITY;
-      }
-      fn(group, x, count);
+      load_group(group, x);
+      fn(group, x, count(group));
     }
   }
 
@@ -142,9 +146,27 @@ class RowReader {
   __device__ float load(int col) const { return clean_logit(to_float(data_[col * col_stride_])); }
 
  private:
+  static constexpr int kBatch = 4;  // groups whose loads a thread issues together
+
   struct alignas(4 * sizeof(T)) Group {
     T v[4];
   };
+
+  // Columns in the group: 4, or fewer in the last one.
+  __device__ int count(int group) const { return min(4, vocab_ - 4 * group); }
+
+  // x[i]: cleaned logit of column 4 * group + i; -inf past the last column.
+  __device__ void load_group(int group, float (&x)[4]) const {
+    const int n = count(group);
+    if (vectorized_ && n == 4) {
+      const Group g = reinterpret_cast<const Group*>(data_)[group];
+#pragma unroll
+      for (int i = 0; i < 4; ++i) x[i] = clean_logit(to_float(g.v[i]));
+    } else {
+#pragma unroll
+      for (int i = 0; i < 4; ++i) x[i] = i < n ? load(4 * group + i) : -INFINITY;
+    }
+  }
 
   const T* data_;
   int64_t col_stride_;
@@ -277,7 +299,8 @@ struct RowFilter {
   uint32_t keep_from;  // kept: order_key(s) >= keep_from (finite, top-k, top-p) ...
   float min_p;         // ... and w = exp(s - s_max) >= min_p
 
-  __device__ float scale(float x) const { return __fdiv_rn(x, temperature); }
+  // s = x / T, an IEEE division (x / 1 is x: skip the division then).
+  __device__ float scale(float x) const { return temperature == 1.0f ? x : __fdiv_rn(x, temperature); }
 
   // w = exp(s - s_max) for a kept token, 0 for a filtered one.
   __device__ float kept_weight(float s) const {
@@ -345,7 +368,7 @@ __device__ RowFilter prepare_row(const RowReader<T>& row, const FilterParams& pa
 
 // probs: float32 [batch, vocab], contiguous. One block per row.
 template <typename T>
-__global__ void __launch_bounds__(kThreads)
+__global__ void __launch_bounds__(kThreads, 1)
     filtered_probs_kernel(LogitsView<T> logits, FilterParams params, float* __restrict__ probs) {
   const int64_t r = blockIdx.x;
   const RowReader<T> row(logits, r);
@@ -372,7 +395,10 @@ __global__ void __launch_bounds__(kThreads)
       reinterpret_cast<float4*>(out)[group] =
           make_float4(prob(col, x[0]), prob(col + 1, x[1]), prob(col + 2, x[2]), prob(col + 3, x[3]));
     } else {
-      for (int i = 0; i < count; ++i) out[col + i] = prob(col + i, x[i]);
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        if (i < count) out[col + i] = prob(col + i, x[i]);
+      }
     }
   });
 }
@@ -380,7 +406,7 @@ __global__ void __launch_bounds__(kThreads)
 // tokens: int64 [batch, num_samples]; logprobs, raw_logprobs: float32 [batch, num_samples];
 // all contiguous. seeds: [batch]. One block per row; the draws loop inside the block.
 template <typename T>
-__global__ void __launch_bounds__(kThreads)
+__global__ void __launch_bounds__(kThreads, 1)
     sample_kernel(LogitsView<T> logits, FilterParams params, PerRow<int64_t> seeds, int num_samples,
                   int64_t* __restrict__ tokens, float* __restrict__ logprobs, float* __restrict__ raw_logprobs) {
   const int64_t r = blockIdx.x;

@@ -69,29 +69,18 @@ struct RowFilter {
 
 inline constexpr float kLowestFinite = -std::numeric_limits<float>::max();
 
-// Copies one row into `dst` as float32 with NaN -> -inf and +inf -> float max; returns
-// the max. src[j * col_stride] is column j.
+// Loads n logits (src[j * col_stride]) into dst as float32, with NaN -> -inf and
+// +inf -> float max.
 template <typename T>
-float load_clean_row(const T* src, int64_t col_stride, int64_t vocab, float* dst) {
+void load_clean(const T* src, int64_t col_stride, int64_t n, float* dst) {
   constexpr float kInf = std::numeric_limits<float>::infinity();
-  float row_max = -kInf;
+  const auto clean = [](float x) { return (x != x) ? -kInf : (x == kInf ? std::numeric_limits<float>::max() : x); };
   if (col_stride == 1) {
-#pragma omp simd reduction(max : row_max)
-    for (int64_t j = 0; j < vocab; ++j) {
-      float x = to_float(src[j]);
-      x = (x != x) ? -kInf : (x == kInf ? std::numeric_limits<float>::max() : x);
-      dst[j] = x;
-      row_max = std::max(row_max, x);
-    }
+#pragma omp simd
+    for (int64_t j = 0; j < n; ++j) dst[j] = clean(to_float(src[j]));
   } else {
-    for (int64_t j = 0; j < vocab; ++j) {
-      float x = to_float(src[j * col_stride]);
-      x = (x != x) ? -kInf : (x == kInf ? std::numeric_limits<float>::max() : x);
-      dst[j] = x;
-      row_max = std::max(row_max, x);
-    }
+    for (int64_t j = 0; j < n; ++j) dst[j] = clean(to_float(src[j * col_stride]));
   }
-  return row_max;
 }
 
 // Largest of v[0 .. n), vectorised (a float max reduction vectorises where a boolean
@@ -129,41 +118,85 @@ inline void divide_in_place(float* v, int64_t n, float divisor) {
   for (int64_t j = 0; j < n; ++j) v[j] = v[j] / divisor;  // IEEE division, as the reference
 }
 
-// Fills `out` with every (value, index) whose value is >= the k-th largest finite value
-// (ties included) and returns that threshold; kLowestFinite when fewer than k values are
-// finite. 0 < k < n.
-inline float collect_top_k(const float* v, int64_t n, int64_t k, std::vector<Candidate>& out) {
-  constexpr int64_t kChunk = 64;
-  const auto larger = [](const Candidate& a, const Candidate& b) { return a.value > b.value; };
-  size_t capacity = static_cast<size_t>(std::max<int64_t>(2 * k, k + 256));
-  float threshold = kLowestFinite;
-  out.clear();
-  const auto shrink = [&] {  // keep the k largest (and their ties) in `out`
-    std::nth_element(out.begin(), out.begin() + (k - 1), out.end(), larger);
-    threshold = out[k - 1].value;
-    out.erase(std::remove_if(out.begin(), out.end(), [&](const Candidate& c) { return c.value < threshold; }),
-              out.end());
-  };
-  for (int64_t base = 0; base < n; base += kChunk) {
-    const int64_t end = std::min(n, base + kChunk);
-    if (max_of(v + base, end - base) < threshold) continue;
-    // Branch-free append: write every element, advance past those that qualify.
-    size_t size = out.size();
-    out.resize(size + static_cast<size_t>(end - base));
-    for (int64_t j = base; j < end; ++j) {
-      out[size] = {v[j], static_cast<int32_t>(j)};
-      size += v[j] >= threshold;
+// The smallest float x with x / t >= s (IEEE division, t > 0): comparing raw logits
+// against it is exactly comparing their scaled values against s, without dividing.
+inline float smallest_dividend_reaching(float s, float t) {
+  if (t == 1.0f) return s;
+  constexpr float kInf = std::numeric_limits<float>::infinity();
+  float x = s * t;  // within a few ulp of the answer
+  while (x / t < s) x = std::nextafter(x, kInf);
+  while (x > -kInf && std::nextafter(x, -kInf) / t >= s) x = std::nextafter(x, -kInf);
+  return x;
+}
+
+// Collects top-k candidates while a row streams past: every column whose scaled value
+// s = x / T is >= the k-th largest s (ties included). Keeps at most ~2k entries by
+// selecting the k-th value with nth_element whenever the list fills up, so the scan is
+// linear and, once the bar is high, mostly skips whole chunks.
+class TopKCollector {
+ public:
+  // The collector appends at most kMaxOffer columns per offer.
+  static constexpr int64_t kMaxOffer = 64;
+
+  TopKCollector(int64_t k, float temperature, std::vector<Candidate>& out)
+      : k_(k), temperature_(temperature), capacity_(static_cast<size_t>(std::max<int64_t>(2 * k, k + 256))), out_(out) {
+    out_.resize(capacity_ + kMaxOffer);  // room for one more offer; `size_` counts the used part
+  }
+
+  // Offers columns base .. base + n (n <= kMaxOffer), whose cleaned logits are
+  // x[0 .. n) and whose max is x_max.
+  void offer(const float* x, int64_t n, int64_t base, float x_max) {
+    if (x_max < bar_) return;
+    // Once the bar is high, a qualifying chunk usually holds one or two qualifying
+    // values: look at it 16 columns at a time.
+    constexpr int64_t kBlock = 16;
+    Candidate* out = out_.data();
+    for (int64_t start = 0; start < n; start += kBlock) {
+      const int64_t end = std::min(n, start + kBlock);
+      if (max_of(x + start, end - start) < bar_) continue;
+      for (int64_t j = start; j < end; ++j) {  // branch-free append: write all, advance past the qualifying
+        out[size_] = {x[j], static_cast<int32_t>(base + j)};
+        size_ += x[j] >= bar_;
+      }
     }
-    out.resize(size);
-    if (out.size() >= capacity) {
+    if (size_ >= capacity_) {
       shrink();
-      if (out.size() * 2 > capacity) capacity *= 2;  // many ties at the threshold
+      if (size_ * 2 > capacity_) {  // many ties at the threshold
+        capacity_ *= 2;
+        out_.resize(capacity_ + kMaxOffer);
+      }
     }
   }
-  if (static_cast<int64_t>(out.size()) < k) return kLowestFinite;
-  shrink();
-  return threshold;
-}
+
+  // Ends the scan: leaves the candidates in `out`, their values now scaled values s;
+  // returns the k-th largest s (kLowestFinite when fewer than k logits are finite: all
+  // of them are candidates).
+  float finish() {
+    const bool enough = static_cast<int64_t>(size_) >= k_;
+    if (enough) shrink();
+    out_.resize(size_);
+    for (Candidate& c : out_) c.value = c.value / temperature_;  // IEEE division, as the reference
+    return enough ? threshold_ : kLowestFinite;
+  }
+
+ private:
+  void shrink() {  // keep the k largest scaled values and their ties
+    Candidate* begin = out_.data();
+    Candidate* end = begin + size_;
+    std::nth_element(begin, begin + (k_ - 1), end, [](const Candidate& a, const Candidate& b) { return a.value > b.value; });
+    threshold_ = begin[k_ - 1].value / temperature_;  // division is monotone: k-th largest s
+    bar_ = smallest_dividend_reaching(threshold_, temperature_);
+    size_ = static_cast<size_t>(std::remove_if(begin, end, [&](const Candidate& c) { return c.value < bar_; }) - begin);
+  }
+
+  int64_t k_;
+  float temperature_;
+  size_t capacity_;
+  std::vector<Candidate>& out_;
+  size_t size_ = 0;
+  float bar_ = kLowestFinite;  // raw-logit bar: x >= bar_ <=> x / T >= threshold_
+  float threshold_ = kLowestFinite;
+};
 
 // The top-p threshold over `values` [n]: the smallest value t such that the mass
 // (weights exp(v - v_max)) of values strictly greater than t is below `target`
@@ -239,29 +272,62 @@ inline float top_p_threshold(const float* values, int64_t n, float v_max, double
 }
 
 // Loads a row and computes its filter. `src` points at column 0 of the row.
+//
+// One streaming pass over the row does the memory-bound work: clean and convert each
+// chunk of 64 logits, track the max and the softmax normaliser online (rescaling when
+// the max grows), and feed the top-k collector. When top-k is off, later passes need
+// the whole row, so the pass also keeps it in scratch.values.
 template <typename T>
 RowFilter prepare_row(const T* src, int64_t col_stride, int64_t vocab, const SamplingParams& p, RowScratch& scratch) {
+  constexpr int64_t kChunk = 64;
+  constexpr float kInf = std::numeric_limits<float>::infinity();
   RowFilter f;
-  scratch.values.resize(static_cast<size_t>(vocab));
-  float* v = scratch.values.data();
-  f.raw_max = load_clean_row(src, col_stride, vocab, v);
-  f.finite = f.raw_max > -std::numeric_limits<float>::infinity();
+  f.greedy = p.temperature == 0.0f;
+  f.use_candidates = !f.greedy && p.top_k > 0 && p.top_k < vocab;
+  if (!f.use_candidates) scratch.values.resize(static_cast<size_t>(vocab));
+  float local[kChunk];
+  TopKCollector top_k(f.use_candidates ? p.top_k : 1, f.greedy ? 1.0f : p.temperature, scratch.candidates);
+
+  float row_max = -kInf;
+  double row_sum = 0.0;  // sum of exp(x - row_max) so far
+  int64_t max_chunk = 0;  // first chunk holding row_max
+  for (int64_t base = 0; base < vocab; base += kChunk) {
+    const int64_t n = std::min(kChunk, vocab - base);
+    float* x = f.use_candidates ? local : scratch.values.data() + base;
+    load_clean(src + base * col_stride, col_stride, n, x);
+    const float chunk_max = max_of(x, n);
+    if (chunk_max > row_max) {
+      row_sum = row_max == -kInf ? 0.0 : row_sum * std::exp(static_cast<double>(row_max) - chunk_max);
+      row_max = chunk_max;
+      max_chunk = base;
+    }
+    if (row_max > -kInf) {
+      float part = 0.0f;
+      const float m = row_max;
+#pragma omp simd reduction(+ : part)
+      for (int64_t j = 0; j < n; ++j) part += exp_nonpositive(x[j] - m);
+      row_sum += part;
+    }
+    if (f.use_candidates) top_k.offer(x, n, base, chunk_max);
+  }
+  f.raw_max = row_max;
+  f.raw_sum = row_sum;
+  f.finite = row_max > -kInf;
   if (!f.finite) return f;
-  f.raw_sum = sum_exp(v, vocab, f.raw_max);
-  if (p.temperature == 0.0f) {
-    f.greedy = true;
-    f.argmax = std::find(v, v + vocab, f.raw_max) - v;
+  if (f.greedy) {
+    const float* chunk = scratch.values.data() + max_chunk;
+    f.argmax = max_chunk + (std::find(chunk, chunk + std::min(kChunk, vocab - max_chunk), row_max) - chunk);
     return f;
   }
-  f.s_max = f.raw_max;
-  if (p.temperature != 1.0f) {
-    divide_in_place(v, vocab, p.temperature);
-    f.s_max = f.raw_max / p.temperature;  // division is monotone: max of quotients
-  }
-  f.threshold = kLowestFinite;
+  float* v = scratch.values.data();
+  f.s_max = row_max / p.temperature;  // division is monotone: max of quotients
   f.min_p = p.min_p;
-  f.use_candidates = p.top_k > 0 && p.top_k < vocab;
-  if (f.use_candidates) f.threshold = collect_top_k(v, vocab, p.top_k, scratch.candidates);
+  f.threshold = kLowestFinite;
+  if (f.use_candidates) {
+    f.threshold = top_k.finish();
+  } else if (p.temperature != 1.0f) {
+    divide_in_place(v, vocab, p.temperature);
+  }
 
   if (p.top_p < 1.0f) {
     if (f.use_candidates) {
@@ -364,26 +430,31 @@ inline float gumbel_key(float s_rel, uint32_t bits) {
   return s_rel - log_positive(-log_positive(uniform_from_bits(bits)));
 }
 
+struct Draw {
+  int64_t token;  // column
+  float s;        // its scaled logit
+};
+
 // One Gumbel-max draw from a prepared, finite, non-greedy row: the kept column with
 // the largest key (lowest index on ties).
-inline int64_t draw_token(const RowFilter& f, const RowScratch& scratch, int64_t vocab, Seed seed, uint32_t draw,
-                          uint32_t row) {
+inline Draw draw_token(const RowFilter& f, const RowScratch& scratch, int64_t vocab, Seed seed, uint32_t draw,
+                       uint32_t row) {
   float best_key = -std::numeric_limits<float>::infinity();
   int64_t best = -1;
-  const auto offer = [&](float key, int64_t col) {
-    if (key > best_key || (key == best_key && col < best)) {
-      best_key = key;
-      best = col;
-    }
-  };
   if (f.use_candidates) {
+    float best_s = 0.0f;
     for (const Candidate& c : scratch.candidates) {
       if (!f.kept(c.value)) continue;
       const uint32_t col = static_cast<uint32_t>(c.index);
       const Philox4 r = philox4x32_10(col >> 2, draw, row, 0, seed.lo, seed.hi);
-      offer(gumbel_key(c.value - f.s_max, r.v[col & 3]), c.index);
+      const float key = gumbel_key(c.value - f.s_max, r.v[col & 3]);
+      if (key > best_key || (key == best_key && c.index < best)) {
+        best_key = key;
+        best = c.index;
+        best_s = c.value;
+      }
     }
-    return best;
+    return {best, best_s};
   }
   // Whole row: 64 columns at a time. A chunk is skipped without drawing random numbers
   // when none of its tokens is kept or could beat the best key (a key exceeds s - s_max
@@ -415,7 +486,7 @@ inline int64_t draw_token(const RowFilter& f, const RowScratch& scratch, int64_t
       best = base + (std::find(keys, keys + width, chunk_best) - keys);
     }
   }
-  return best;
+  return {best, v[best]};
 }
 
 }  // namespace ponder::cpu
