@@ -211,8 +211,12 @@ inline float top_p_threshold(const float* values, int64_t n, float v_max, double
   double above = 0.0;  // mass strictly above the current range
   const float* current = values;
   int64_t count = n;
+  // Four interleaved histograms: neighbouring values often fall in the same bin, and
+  // one histogram would serialise those additions through memory.
+  constexpr int64_t kCopies = 4;
+  constexpr int64_t kStride = kBins + 1;  // + the dump bin
   std::vector<double>& bin_mass = scratch.bin_mass;
-  bin_mass.resize(kBins + 1);
+  bin_mass.resize(kCopies * kStride);
   for (int level = 0;; ++level) {
     if (count <= kResolveDirectly || hi <= lo || level == 8) {
       // A few values left (or all equal): walk them from the largest, ties together.
@@ -233,16 +237,23 @@ inline float top_p_threshold(const float* values, int64_t n, float v_max, double
     scratch.bin_weight.resize(static_cast<size_t>(count));
     int32_t* bin = scratch.bin_index.data();
     float* weight = scratch.bin_weight.data();
+    // (Written with ternaries and split in two loops: that is what gcc vectorises.)
 #pragma omp simd
     for (int64_t j = 0; j < count; ++j) {
       const float v = current[j];
-      const bool in_range = v >= lo && v <= hi;
-      const float clamped = std::min(std::max(v, lo), hi);
-      bin[j] = in_range ? std::min(kBins - 1, static_cast<int32_t>((hi - clamped) * inv_width)) : kBins;
-      weight[j] = in_range ? exp_nonpositive(v - v_max) : 0.0f;
+      const float clamped = v < lo ? lo : (v > hi ? hi : v);
+      const int32_t b = static_cast<int32_t>((hi - clamped) * inv_width);
+      bin[j] = (v >= lo && v <= hi) ? (b < kBins ? b : kBins - 1) : kBins;
     }
+#pragma omp simd
+    for (int64_t j = 0; j < count; ++j) weight[j] = exp_nonpositive(current[j] - v_max);
     std::fill(bin_mass.begin(), bin_mass.end(), 0.0);
-    for (int64_t j = 0; j < count; ++j) bin_mass[bin[j]] += weight[j];
+    int64_t j = 0;
+    for (; j + kCopies <= count; j += kCopies)
+      for (int64_t c = 0; c < kCopies; ++c) bin_mass[c * kStride + bin[j + c]] += weight[j + c];
+    for (; j < count; ++j) bin_mass[bin[j]] += weight[j];
+    for (int64_t c = 1; c < kCopies; ++c)
+      for (int32_t b = 0; b < kBins; ++b) bin_mass[b] += bin_mass[c * kStride + b];
     int32_t boundary = -1;
     for (int32_t b = 0; b < kBins; ++b) {
       if (above + bin_mass[b] >= target) {
