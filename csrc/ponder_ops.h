@@ -8,24 +8,25 @@
 
 namespace ponder {
 
+// Every backend defines the same set of functions, each in its own namespace.
+#define PONDER_BACKEND_OPS                                                                                       \
+  at::Tensor filtered_probs(const at::Tensor& logits, const at::Tensor& temperature, const at::Tensor& top_k,   \
+                            const at::Tensor& top_p, const at::Tensor& min_p);                                   \
+  std::tuple<at::Tensor, at::Tensor, at::Tensor> sample(const at::Tensor& logits, const at::Tensor& temperature, \
+                                                        const at::Tensor& top_k, const at::Tensor& top_p,        \
+                                                        const at::Tensor& min_p, const at::Tensor& seeds,        \
+                                                        int64_t num_samples);
+
 namespace cpu {
-at::Tensor filtered_probs(const at::Tensor& logits, const at::Tensor& temperature, const at::Tensor& top_k,
-                          const at::Tensor& top_p, const at::Tensor& min_p);
-std::tuple<at::Tensor, at::Tensor, at::Tensor> sample(const at::Tensor& logits, const at::Tensor& temperature,
-                                                      const at::Tensor& top_k, const at::Tensor& top_p,
-                                                      const at::Tensor& min_p, const at::Tensor& seeds,
-                                                      int64_t num_samples);
+PONDER_BACKEND_OPS
 }  // namespace cpu
 
 #ifdef PONDER_WITH_CUDA
 namespace cuda {
-at::Tensor filtered_probs(const at::Tensor& logits, const at::Tensor& temperature, const at::Tensor& top_k,
-                          const at::Tensor& top_p, const at::Tensor& min_p);
-std::tuple<at::Tensor, at::Tensor, at::Tensor> sample(const at::Tensor& logits, const at::Tensor& temperature,
-                                                      const at::Tensor& top_k, const at::Tensor& top_p,
-                                                      const at::Tensor& min_p, const at::Tensor& seeds,
-                                                      int64_t num_samples);
+PONDER_BACKEND_OPS
 }  // namespace cuda
 #endif
+
+#undef PONDER_BACKEND_OPS
 
 }  // namespace ponder

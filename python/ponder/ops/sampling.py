@@ -120,20 +120,19 @@ def _triton_ops():
                               top_p: torch.Tensor, min_p: torch.Tensor) -> torch.Tensor:
         return kernels.filtered_probs(logits, temperature, top_k, top_p, min_p)
 
-    @filtered_probs_triton.register_fake
-    def _(logits, temperature, top_k, top_p, min_p):
-        return logits.new_empty(logits.shape, dtype=torch.float32)
+    filtered_probs_triton.register_fake(_fake_filtered_probs)
 
     @torch.library.custom_op("ponder::sample_triton", mutates_args=())
     def sample_triton(logits: torch.Tensor, temperature: torch.Tensor, top_k: torch.Tensor, top_p: torch.Tensor,
                       min_p: torch.Tensor, seeds: torch.Tensor, num_samples: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         return kernels.sample(logits, temperature, top_k, top_p, min_p, seeds, num_samples)
 
-    @sample_triton.register_fake
-    def _(logits, temperature, top_k, top_p, min_p, seeds, num_samples):
-        return _fake_sample(logits, temperature, top_k, top_p, min_p, seeds, num_samples)
-
+    sample_triton.register_fake(_fake_sample)
     return filtered_probs_triton, sample_triton
+
+
+def _fake_filtered_probs(logits, temperature, top_k, top_p, min_p):
+    return logits.new_empty(logits.shape, dtype=torch.float32)
 
 
 def _fake_sample(logits, temperature, top_k, top_p, min_p, seeds, num_samples):
@@ -142,12 +141,9 @@ def _fake_sample(logits, temperature, top_k, top_p, min_p, seeds, num_samples):
             logits.new_empty(shape, dtype=torch.float32))
 
 
-if has_cpu_kernels():
+if has_cpu_kernels():  # the compiled ops' schemas exist only when the extension is built
+    torch.library.register_fake("ponder::filtered_probs")(_fake_filtered_probs)
     torch.library.register_fake("ponder::sample")(_fake_sample)
-
-    @torch.library.register_fake("ponder::filtered_probs")
-    def _(logits, temperature, top_k, top_p, min_p):
-        return logits.new_empty(logits.shape, dtype=torch.float32)
 
 
 def filtered_probs(
