@@ -350,12 +350,16 @@ def op_args(device="cpu"):
     return logits, [params[k] for k in ("temperature", "top_k", "top_p", "min_p")]
 
 
-@pytest.mark.skipif(not ponder.ops._backend.has_cpu_kernels(), reason="extension not built")
-def test_opcheck_compiled_ops():
-    logits, params = op_args()
-    seeds = torch.arange(3, dtype=torch.int64)
-    torch.library.opcheck(torch.ops.ponder.filtered_probs.default, (logits, *params))
-    torch.library.opcheck(torch.ops.ponder.sample.default, (logits, *params, seeds, 2))
+def test_opcheck(backend_device):
+    """The custom ops' schemas, fake implementations and autograd registrations are consistent."""
+    backend, device = backend_device
+    if backend == "reference":
+        pytest.skip("the reference is plain PyTorch, not a custom op")
+    suffix = "_triton" if backend == "triton" else ""
+    logits, params = op_args(device)
+    seeds = torch.arange(3, dtype=torch.int64, device=device)
+    torch.library.opcheck(getattr(torch.ops.ponder, "filtered_probs" + suffix).default, (logits, *params))
+    torch.library.opcheck(getattr(torch.ops.ponder, "sample" + suffix).default, (logits, *params, seeds, 2))
 
 
 def test_torch_compile_fullgraph(backend_device):

@@ -146,7 +146,7 @@ class RowReader {
   __device__ float load(int col) const { return clean_logit(to_float(data_[col * col_stride_])); }
 
  private:
-  static constexpr int kBatch = 4;  // groups whose loads a thread issues together
+  static constexpr int kBatch = 2;  // groups whose loads a thread issues together
 
   struct alignas(4 * sizeof(T)) Group {
     T v[4];
@@ -310,9 +310,10 @@ struct RowFilter {
   }
 };
 
-// Computes the row's filter: the maxima, then the top-k and top-p thresholds.
+// Computes the row's filter: the maxima, then the top-k and top-p thresholds. Not inlined:
+// both kernels call one copy (a call per row costs nothing; inlining doubled compile time).
 template <typename T>
-__device__ RowFilter prepare_row(const RowReader<T>& row, const FilterParams& params, int64_t r) {
+__device__ __noinline__ RowFilter prepare_row(const RowReader<T>& row, const FilterParams& params, int64_t r) {
   RowFilter f{};
   const float temperature = params.temperature[r];
   f.greedy = !(temperature > 0.0f);

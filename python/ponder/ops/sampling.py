@@ -6,7 +6,6 @@ arguments, turns scalars into per-row tensors, and runs the chosen backend.
 
 from __future__ import annotations
 
-import functools
 import numbers
 from typing import NamedTuple, Union
 
@@ -110,25 +109,23 @@ def _seeds(seed, logits: torch.Tensor) -> torch.Tensor:
     return torch.full((batch,), int(seed), dtype=torch.int64, device=logits.device)
 
 
-@functools.cache
-def _triton_ops():
-    """Register the Triton implementations as custom ops (imports Triton on first use)."""
+# The Triton implementations as custom ops (so torch.compile sees one opaque call).
+# Triton itself is imported on first use only: it is an optional dependency and slow to import.
+@torch.library.custom_op("ponder::filtered_probs_triton", mutates_args=())
+def _filtered_probs_triton(logits: torch.Tensor, temperature: torch.Tensor, top_k: torch.Tensor,
+                           top_p: torch.Tensor, min_p: torch.Tensor) -> torch.Tensor:
     from ponder.kernels import sampling as kernels
 
-    @torch.library.custom_op("ponder::filtered_probs_triton", mutates_args=())
-    def filtered_probs_triton(logits: torch.Tensor, temperature: torch.Tensor, top_k: torch.Tensor,
-                              top_p: torch.Tensor, min_p: torch.Tensor) -> torch.Tensor:
-        return kernels.filtered_probs(logits, temperature, top_k, top_p, min_p)
+    return kernels.filtered_probs(logits, temperature, top_k, top_p, min_p)
 
-    filtered_probs_triton.register_fake(_fake_filtered_probs)
 
-    @torch.library.custom_op("ponder::sample_triton", mutates_args=())
-    def sample_triton(logits: torch.Tensor, temperature: torch.Tensor, top_k: torch.Tensor, top_p: torch.Tensor,
-                      min_p: torch.Tensor, seeds: torch.Tensor, num_samples: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        return kernels.sample(logits, temperature, top_k, top_p, min_p, seeds, num_samples)
+@torch.library.custom_op("ponder::sample_triton", mutates_args=())
+def _sample_triton(logits: torch.Tensor, temperature: torch.Tensor, top_k: torch.Tensor, top_p: torch.Tensor,
+                   min_p: torch.Tensor, seeds: torch.Tensor, num_samples: int
+                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    from ponder.kernels import sampling as kernels
 
-    sample_triton.register_fake(_fake_sample)
-    return filtered_probs_triton, sample_triton
+    return kernels.sample(logits, temperature, top_k, top_p, min_p, seeds, num_samples)
 
 
 def _fake_filtered_probs(logits, temperature, top_k, top_p, min_p):
@@ -139,6 +136,10 @@ def _fake_sample(logits, temperature, top_k, top_p, min_p, seeds, num_samples):
     shape = (logits.shape[0], num_samples)
     return (logits.new_empty(shape, dtype=torch.int64), logits.new_empty(shape, dtype=torch.float32),
             logits.new_empty(shape, dtype=torch.float32))
+
+
+_filtered_probs_triton.register_fake(_fake_filtered_probs)
+_sample_triton.register_fake(_fake_sample)
 
 
 if has_cpu_kernels():  # the compiled ops' schemas exist only when the extension is built
@@ -176,7 +177,7 @@ def filtered_probs(
     if chosen == "reference":
         return reference.sampling.filtered_probs(logits, *params)
     if chosen == "triton":
-        return _triton_ops()[0](logits, *params)
+        return _filtered_probs_triton(logits, *params)
     return torch.ops.ponder.filtered_probs(logits, *params)
 
 
@@ -241,7 +242,7 @@ def sample(
     if chosen == "reference":
         result = reference.sampling.sample(logits, *params, seeds, int(num_samples))
     elif chosen == "triton":
-        result = _triton_ops()[1](logits, *params, seeds, int(num_samples))
+        result = _sample_triton(logits, *params, seeds, int(num_samples))
     else:
         result = torch.ops.ponder.sample(logits, *params, seeds, int(num_samples))
     if num_samples == 1:
