@@ -39,11 +39,9 @@ Where the result can differ from the reference (float rounding only):
   agree to within an ulp or two may be ordered differently.
 * ``raw_logprobs`` is ``(x - max) - log(sum exp(x - max))``, summed in float32.
 
-Everything else is exact: ``s = x / T`` is an IEEE division (``div_rn``), and the
-thresholds, ties and first-index rules match the reference bit for bit. A row whose
-scaled logits overflow to +inf (huge logits and a small temperature) has no
-distribution, as in the reference, where ``exp(inf - inf)`` is NaN: all-zero
-probabilities, token 0, -inf log-probabilities.
+Everything else is exact: ``s = x / T`` is an IEEE division (``div_rn``) clamped to the
+finite range as the reference clamps it, and the thresholds, ties and first-index rules
+match the reference bit for bit.
 """
 
 import os
@@ -96,14 +94,21 @@ def _min_p(min_p_ptr, rows, mask):
 
 
 @triton.jit
-def _scaled_max(x_max, divisor):
-    """The largest scaled logit ``x_max / divisor`` where finite, else 0: float32 [R].
+def _scale(x, divisor):
+    """``x / divisor`` (IEEE division) clamped to the finite float32 range; -inf stays -inf."""
+    s = tl.minimum(tl.maximum(tl.math.div_rn(x, divisor), -_FLT_MAX), _FLT_MAX)
+    return tl.where(x == float("-inf"), float("-inf"), s)
 
-    Correctly rounded division is monotonic, so this is exactly the largest ``s``. Rows
-    where it is not finite have no distribution; 0 keeps their ``exp(s - s_max)`` free
-    of NaN.
+
+@triton.jit
+def _scaled_max(x_max, divisor):
+    """The largest scaled logit ``_scale(x_max, divisor)`` where finite, else 0: float32 [R].
+
+    Correctly rounded division and the clamp are monotonic, so this is exactly the
+    largest ``s``. It is not finite only on rows with no finite logit, which have no
+    distribution; 0 keeps their ``exp(s - s_max)`` free of NaN.
     """
-    s_max = tl.math.div_rn(x_max, divisor)
+    s_max = _scale(x_max, divisor)
     return tl.where((s_max > float("-inf")) & (s_max < float("inf")), s_max, 0.0)
 
 
@@ -182,7 +187,7 @@ def _filter_kernel(
         best_col = tl.where(better, cols, best_col)
     x_max = tl.max(best, 1)
     argmax = tl.min(tl.where(best == x_max[:, None], best_col, vocab), 1)
-    s_max = tl.math.div_rn(x_max, divisor)
+    s_max = _scale(x_max, divisor)
     has_dist = (s_max > float("-inf")) & (s_max < float("inf"))
     s_top = _scaled_max(x_max, divisor)[:, None]
     sampled = has_dist & ~greedy
@@ -210,7 +215,7 @@ def _filter_kernel(
     # The same threshold on the key of s (an s of -inf, from a huge negative x over a
     # small T, keeps every finite s, as in the reference).
     kth_found = lo > _LOWEST_KEY
-    kth_s = tl.math.div_rn(tl.where(kth_found, _key_value(lo.to(tl.int32)), 0.0), divisor)
+    kth_s = _scale(tl.where(kth_found, _key_value(lo.to(tl.int32)), 0.0), divisor)
     top_k_key = tl.where(kth_found, tl.maximum(_order_key(kth_s), _LOWEST_KEY), _LOWEST_KEY)
 
     # Pass: the raw softmax normaliser and Z, the weight of the top-k survivors. Totals
@@ -220,7 +225,7 @@ def _filter_kernel(
     z_acc = tl.zeros([ROWS, BLOCK], tl.float32)
     for start in range(0, vocab, BLOCK):
         x = _load_logits(row_ptrs, row_ok[:, None], start + lanes, stride_v, vocab)
-        s = tl.math.div_rn(x, divisor[:, None])
+        s = _scale(x, divisor[:, None])
         raw_acc += tl.exp(x - x_top)
         z_acc += tl.where(_order_key(s) >= top_k_key[:, None], tl.exp(s - s_top), 0.0)
     log_sum = tl.log(tl.where(x_max > float("-inf"), tl.sum(raw_acc, 1), 1.0))
@@ -238,7 +243,7 @@ def _filter_kernel(
         above = tl.zeros([ROWS, BLOCK], tl.float32)
         for start in range(0, vocab, BLOCK):
             x = _load_logits(row_ptrs, row_ok[:, None], start + lanes, stride_v, vocab)
-            s = tl.math.div_rn(x, divisor[:, None])
+            s = _scale(x, divisor[:, None])
             above += tl.where(_order_key(s) > mid.to(tl.int32)[:, None], tl.exp(s - s_top), 0.0)
         inside = tl.sum(above.to(tl.float64), 1) < p_z
         hi = tl.where(active & inside, mid, hi)
@@ -251,7 +256,7 @@ def _filter_kernel(
         kept_acc = tl.zeros([ROWS, BLOCK], tl.float32)
         for start in range(0, vocab, BLOCK):
             x = _load_logits(row_ptrs, row_ok[:, None], start + lanes, stride_v, vocab)
-            s = tl.math.div_rn(x, divisor[:, None])
+            s = _scale(x, divisor[:, None])
             w = tl.exp(s - s_top)
             kept = (_order_key(s) >= threshold[:, None]) & (w >= min_p[:, None])
             kept_acc += tl.where(kept, w, 0.0)
@@ -288,7 +293,7 @@ def _probs_kernel(
     kept_sum = tl.load(kept_sum_ptr + rows, mask=row_ok, other=0.0)
 
     x = _load_logits(logits_ptr + rows.to(tl.int64)[:, None] * stride_b, row_ok[:, None], cols, stride_v, vocab)
-    s = tl.math.div_rn(x, divisor[:, None])
+    s = _scale(x, divisor[:, None])
     w = tl.exp(s - s_top[:, None])
     kept = (_order_key(s) >= threshold[:, None]) & (w >= min_p[:, None])
     kept = tl.where(greedy[:, None], cols == argmax[:, None], kept)
@@ -338,7 +343,7 @@ def _sample_kernel(
         for start in range(0, vocab, BLOCK):
             cols = start + lanes
             x = _load_logits(row_ptrs[:, None], item_ok[:, None], cols, stride_v, vocab)
-            s = tl.math.div_rn(x, divisor[:, None])
+            s = _scale(x, divisor[:, None])
             rel = s - s_top[:, None]
             kept = drawing[:, None] & (_order_key(s) >= threshold[:, None]) & (tl.exp(rel) >= min_p[:, None])
             if tl.max((kept & (rel >= _GUMBEL_REACH)).to(tl.int32)) > 0:
@@ -355,7 +360,7 @@ def _sample_kernel(
     # Rows without a distribution report -inf below; zeros keep their arithmetic NaN-free.
     x = tl.where(has_dist, _load_logits(row_ptrs, item_ok, token, stride_v, vocab), 0.0)
     x_max = tl.where(has_dist, x_max, 0.0)
-    w = tl.exp(tl.math.div_rn(x, divisor) - s_top)
+    w = tl.exp(_scale(x, divisor) - s_top)
     logprob = tl.where(greedy, 0.0, tl.log(w) - tl.log(tl.where(has_dist, kept_sum, 1.0)))
     raw_logprob = (x - x_max) - tl.load(log_sum_ptr + rows, mask=item_ok, other=0.0)
     tl.store(tokens_ptr + items, token.to(tl.int64), mask=item_ok)
@@ -467,4 +472,4 @@ def aot_variants() -> dict:
     }
 
 
-DEVICE_FUNCTIONS = (_divisor, _min_p, _scaled_max, _load_logits, _order_key, _key_value, _bit_length)
+DEVICE_FUNCTIONS = (_divisor, _min_p, _scale, _scaled_max, _load_logits, _order_key, _key_value, _bit_length)

@@ -240,6 +240,27 @@ def test_nan_and_inf_logits(backend_device):
     assert torch.isfinite(out.logprobs).all() and torch.isfinite(out.raw_logprobs).all()
 
 
+@pytest.mark.parametrize("temperature", [0.5, 1.0, 2.0])
+@pytest.mark.parametrize("top_k", [0, 1, 3])
+def test_huge_logits_at_any_temperature(backend_device, temperature, top_k):
+    """Scaled logits are clamped to the float32 range: +inf (and logits that overflow when
+    divided by a small temperature) share the mass instead of leaving no distribution."""
+    backend, device = backend_device
+    logits = torch.tensor([[float("inf"), float("inf"), 0.0, -1.0],
+                           [3e38, 2e38 if temperature < 1 else 3e38, 0.0, float("-inf")],
+                           [-3e38, -3e38, float("-inf"), float("-inf")]], device=device)
+    probs = ponder.filtered_probs(logits, temperature=temperature, top_k=top_k, backend=backend).cpu()
+    assert torch.equal(probs, ponder.filtered_probs(logits.cpu(), temperature=temperature, top_k=top_k,
+                                                    backend="reference"))
+    assert probs[0].tolist() == [0.5, 0.5, 0.0, 0.0]
+    assert probs[1].tolist() == [0.5, 0.5, 0.0, 0.0]
+    assert probs[2].tolist() == [0.5, 0.5, 0.0, 0.0]
+    out = ponder.sample(logits, temperature=temperature, top_k=top_k, seed=4, num_samples=64, backend=backend)
+    for row in range(3):
+        assert set(out.tokens[row].tolist()) == {0, 1}
+    assert torch.isfinite(out.logprobs).all()
+
+
 @pytest.mark.parametrize("fill", [float("-inf"), float("nan")])
 def test_row_without_finite_logit(backend_device, fill):
     backend, device = backend_device

@@ -113,19 +113,29 @@ inline double sum_exp(const float* v, int64_t n, float v_max) {
   return blocked_sum(n, [=](int64_t j) { return exp_nonpositive(v[j] - v_max); });
 }
 
-inline void divide_in_place(float* v, int64_t n, float divisor) {
-#pragma omp simd
-  for (int64_t j = 0; j < n; ++j) v[j] = v[j] / divisor;  // IEEE division, as the reference
+// s = x / T: an IEEE division (as the reference), clamped to the finite float range so
+// that float-max logits (cleaned +inf) still share the mass at any temperature; -inf
+// stays -inf.
+inline float scale_logit(float x, float temperature) {
+  constexpr float kMax = std::numeric_limits<float>::max();
+  const float s = x / temperature;
+  return x == -std::numeric_limits<float>::infinity() ? x : (s > kMax ? kMax : (s < -kMax ? -kMax : s));
 }
 
-// The smallest float x with x / t >= s (IEEE division, t > 0): comparing raw logits
-// against it is exactly comparing their scaled values against s, without dividing.
-inline float smallest_dividend_reaching(float s, float t) {
-  if (t == 1.0f) return s;
+inline void scale_in_place(float* v, int64_t n, float temperature) {
+#pragma omp simd
+  for (int64_t j = 0; j < n; ++j) v[j] = scale_logit(v[j], temperature);
+}
+
+// The smallest finite x with scale_logit(x, t) >= s, for a finite s: comparing raw
+// logits against it is exactly comparing their scaled values against s, without
+// dividing (scaling is monotone).
+inline float smallest_logit_reaching(float s, float t) {
+  if (t == 1.0f || s == kLowestFinite) return s;  // every finite x scales to >= kLowestFinite
   constexpr float kInf = std::numeric_limits<float>::infinity();
-  float x = s * t;  // within a few ulp of the answer
-  while (x / t < s) x = std::nextafter(x, kInf);
-  while (x > -kInf && std::nextafter(x, -kInf) / t >= s) x = std::nextafter(x, -kInf);
+  float x = std::max(s * t, kLowestFinite);  // within a few ulp of the answer
+  while (x < std::numeric_limits<float>::max() && scale_logit(x, t) < s) x = std::nextafter(x, kInf);
+  while (x > kLowestFinite && scale_logit(std::nextafter(x, -kInf), t) >= s) x = std::nextafter(x, -kInf);
   return x;
 }
 
@@ -175,7 +185,7 @@ class TopKCollector {
     const bool enough = static_cast<int64_t>(size_) >= k_;
     if (enough) shrink();
     out_.resize(size_);
-    for (Candidate& c : out_) c.value = c.value / temperature_;  // IEEE division, as the reference
+    for (Candidate& c : out_) c.value = scale_logit(c.value, temperature_);
     return enough ? threshold_ : kLowestFinite;
   }
 
@@ -184,8 +194,8 @@ class TopKCollector {
     Candidate* begin = out_.data();
     Candidate* end = begin + size_;
     std::nth_element(begin, begin + (k_ - 1), end, [](const Candidate& a, const Candidate& b) { return a.value > b.value; });
-    threshold_ = begin[k_ - 1].value / temperature_;  // division is monotone: k-th largest s
-    bar_ = smallest_dividend_reaching(threshold_, temperature_);
+    threshold_ = scale_logit(begin[k_ - 1].value, temperature_);  // scaling is monotone: k-th largest s
+    bar_ = smallest_logit_reaching(threshold_, temperature_);
     size_ = static_cast<size_t>(std::remove_if(begin, end, [&](const Candidate& c) { return c.value < bar_; }) - begin);
   }
 
@@ -331,13 +341,13 @@ RowFilter prepare_row(const T* src, int64_t col_stride, int64_t vocab, const Sam
     return f;
   }
   float* v = scratch.values.data();
-  f.s_max = row_max / p.temperature;  // division is monotone: max of quotients
+  f.s_max = scale_logit(row_max, p.temperature);  // scaling is monotone: the largest s
   f.min_p = p.min_p;
   f.threshold = kLowestFinite;
   if (f.use_candidates) {
     f.threshold = top_k.finish();
   } else if (p.temperature != 1.0f) {
-    divide_in_place(v, vocab, p.temperature);
+    scale_in_place(v, vocab, p.temperature);
   }
 
   if (p.top_p < 1.0f) {

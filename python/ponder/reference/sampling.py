@@ -9,8 +9,9 @@ Semantics, per row (all parameters are per-row tensors here; the public function
 * Cleaning: NaN logits count as ``-inf`` (never sampled); ``+inf`` counts as the
   largest finite float32, so +inf tokens share the mass equally.
 * Temperature: ``s = logits / temperature`` in float32 (an IEEE division, as
-  ``transformers`` does). ``temperature == 0`` is greedy: the first index of the
-  largest logit, with probability 1.
+  ``transformers`` does), clamped to the finite float32 range (so +inf logits still
+  share the mass at any temperature); ``-inf`` stays ``-inf``. ``temperature == 0`` is
+  greedy: the first index of the largest logit, with probability 1.
 * top-k (``0 < k < V``): keep tokens whose ``s`` is at least the k-th largest ``s``
   (ties at the threshold are kept). ``k == 0`` or ``k >= V`` keeps everything.
 * top-p (``p < 1``), on the top-k survivors renormalised: with ``w = exp(s - max s)``
@@ -41,6 +42,12 @@ def clean_logits(logits: torch.Tensor) -> torch.Tensor:
     return torch.nan_to_num(logits.float(), nan=float("-inf"), posinf=_FLOAT32_MAX, neginf=float("-inf"))
 
 
+def scale_logits(x: torch.Tensor, temperature: torch.Tensor) -> torch.Tensor:
+    """``x / temperature`` clamped to the finite float32 range, with ``-inf`` kept."""
+    s = (x / temperature).clamp(-_FLOAT32_MAX, _FLOAT32_MAX)
+    return torch.where(x == float("-inf"), float("-inf"), s)
+
+
 def _top_p_keep(s: torch.Tensor, w: torch.Tensor, keep: torch.Tensor, top_p: torch.Tensor) -> torch.Tensor:
     """Top-p mask [B, V] over the tokens in ``keep``, ties at the threshold kept."""
     w = torch.where(keep, w, 0.0).double()
@@ -67,7 +74,7 @@ def _kept_weights(
     weights ``w = exp(s - max s)`` (0 where filtered); both float32 [B, V]."""
     vocab = x.shape[-1]
     greedy = temperature == 0
-    s = x / torch.where(greedy, 1.0, temperature).unsqueeze(-1)
+    s = scale_logits(x, torch.where(greedy, 1.0, temperature).unsqueeze(-1))
     s_max = s.amax(-1, keepdim=True)
     finite_row = s_max > float("-inf")
     w = torch.where(finite_row, torch.exp(s - torch.where(finite_row, s_max, 0.0)), 0.0)
