@@ -146,7 +146,7 @@ inline float smallest_logit_reaching(float s, float t) {
 class TopKCollector {
  public:
   // The collector appends at most kMaxOffer columns per offer.
-  static constexpr int64_t kMaxOffer = 64;
+  static constexpr int64_t kMaxOffer = 256;
 
   TopKCollector(int64_t k, float temperature, std::vector<Candidate>& out)
       : k_(k), temperature_(temperature), capacity_(static_cast<size_t>(std::max<int64_t>(2 * k, k + 256))), out_(out) {
@@ -295,12 +295,12 @@ inline float top_p_threshold(const float* values, int64_t n, float v_max, double
 // Loads a row and computes its filter. `src` points at column 0 of the row.
 //
 // One streaming pass over the row does the memory-bound work: clean and convert each
-// chunk of 64 logits, track the max and the softmax normaliser online (rescaling when
+// chunk of 256 logits, track the max and the softmax normaliser online (rescaling when
 // the max grows), and feed the top-k collector. When top-k is off, later passes need
 // the whole row, so the pass also keeps it in scratch.values.
 template <typename T>
 RowFilter prepare_row(const T* src, int64_t col_stride, int64_t vocab, const SamplingParams& p, RowScratch& scratch) {
-  constexpr int64_t kChunk = 64;
+  constexpr int64_t kChunk = 256;
   constexpr float kInf = std::numeric_limits<float>::infinity();
   RowFilter f;
   f.greedy = p.temperature == 0.0f;
