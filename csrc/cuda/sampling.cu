@@ -83,7 +83,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> sample(const at::Tensor& logits, 
                                                       const at::Tensor& min_p, const at::Tensor& seeds,
                                                       int64_t num_samples) {
   check_cuda_args(logits, temperature, top_k, top_p, min_p, &seeds);
-  TORCH_CHECK(num_samples >= 1 && num_samples <= INT_MAX, "num_samples must be in [1, 2^31 - 1], got ", num_samples);
+  TORCH_CHECK(num_samples >= 1, "num_samples must be >= 1, got ", num_samples);
+  TORCH_CHECK(num_samples <= INT_MAX, "num_samples ", num_samples, " exceeds the supported maximum of 2^31 - 1");
   const c10::cuda::CUDAGuard device_guard(logits.device());
   const int64_t batch = logits.size(0);
   const at::TensorOptions options = logits.options();

@@ -5,27 +5,30 @@
 // The semantics are those of python/ponder/reference/sampling.py, row by row. One thread
 // block owns one row and re-reads it from global memory in every pass (after the first
 // pass the row is in L2); nothing is sorted and nothing is copied:
-//  * temperature: s = x / T with an IEEE division; T == 0 is greedy;
+//  * temperature: s = x / T with an IEEE division, clamped to the finite float range
+//    (-inf stays -inf); T == 0 is greedy;
 //  * top-k and top-p thresholds are found by a search over the order-preserving uint32
 //    key of s (order_key): each round splits the remaining key interval into 16 and
 //    takes, for the 15 inner boundaries u at once, the block-wide count (top-k) or mass
 //    (top-p) of tokens with key >= u, so 8 rounds pin the threshold down exactly;
-//  * draws: Gumbel-max with ponder's Philox counters; a token whose key cannot beat the
-//    best one found so far is skipped before its random number is generated.
+//  * draws: Gumbel-max with ponder's Philox counters, key (s - s_max) - log(-log(u)); a
+//    token whose key cannot beat the best one found so far is skipped before its random
+//    number is generated.
 // No pass synchronises with the host, so per-row parameter values are not checked but
-// clamped here: temperature NaN or < 0 -> 0 (greedy), +inf -> FLT_MAX; top_k < 0 -> 0
-// (off); top_p NaN or >= 1 -> off, <= 0 -> FLT_MIN (only the largest tokens); min_p NaN
-// or < 0 -> 0, >= 1 -> the largest float below 1.
+// clamped here: temperature NaN or < 0 -> 0 (greedy); top_k < 0 -> 0 (off); top_p NaN or
+// >= 1 -> off, <= 0 -> FLT_MIN (only the largest tokens); min_p NaN or < 0 -> 0, >= 1 ->
+// the largest float below 1.
 //
-// Where results can differ from the reference and from the CPU backend (both sum masses
-// in float64), within float rounding only:
-//  * masses (top-p's mass above a token, its total Z, the kept mass) are float32 sums in
-//    a thread-then-block order, so a top-p boundary token whose mass comparison is
-//    within float32 summation error (~1e-6 relative) of p * Z may flip; probabilities
-//    and logprobs differ in the last bits, also because expf / logf here are within
-//    1-2 ulp of the CPU's exp / log;
-//  * Gumbel keys s - logf(-logf(u)) may differ from the CPU's in the last ulp, so a draw
-//    whose two best keys agree to ~1e-7 relative may pick the other token.
+// Where results can differ from the reference and from the CPU backend, within float
+// rounding only:
+//  * masses (top-p's mass above a token, its total Z, the kept mass) are float64 sums as
+//    there, but in a thread-then-block order, and of weights from CUDA's expf, within
+//    1-2 ulp of the CPU's exp: a top-p boundary token whose mass comparison is within
+//    ~1e-9 relative of p * Z may flip; probabilities and logprobs differ in the last bits
+//    of float32 (the softmax normaliser of raw_logprobs is float64 here, float32 in
+//    torch's log_softmax);
+//  * Gumbel keys use CUDA's logf, which may differ from the CPU's log in the last ulp, so
+//    a draw whose two best keys agree to ~1e-7 may pick the other token.
 #pragma once
 
 #include <cuda_bf16.h>
@@ -95,7 +98,8 @@ __device__ __forceinline__ uint32_t order_key(float v) {
 }
 
 // The Gumbel noise -log(-log(u)) of ponder's uniforms lies in [-2.82, 16.64]
-// (u in [2^-24, 1 - 2^-24]): the largest-s token's key is at least s_max + kGumbelMin.
+// (u in [2^-24, 1 - 2^-24]). Keys are relative to the row max, (s - s_max) + noise, so the
+// largest-s token's key is at least kGumbelMin.
 constexpr float kGumbelMin = -3.0f;
 
 // One row of logits, read by the calling thread block.
@@ -215,9 +219,12 @@ __device__ V block_reduce(const V& value, Op op) {
   return broadcast;
 }
 
+// Masses are summed in float64, as in the reference: over a large vocab a float32 sum's
+// rounding (up to ~1e-6 relative) is comparable to one tail token's share of the mass
+// (~1 / vocab), enough to move a top-p boundary.
 struct MassPair {
-  float kept;  // sum of kept weights w
-  float raw;   // sum of exp(x - x_max): the softmax(x) normaliser
+  double kept;  // sum of kept weights w
+  double raw;   // sum of exp(x - x_max): the softmax(x) normaliser
 };
 
 __device__ __forceinline__ MassPair operator+(const MassPair& a, const MassPair& b) {
@@ -227,7 +234,7 @@ __device__ __forceinline__ MassPair operator+(const MassPair& a, const MassPair&
 // ---------------------------------------------------------------------------------------
 // Threshold search
 
-constexpr int kDigitBits = 4;               // key bits resolved per round
+constexpr int kDigitBits = 4;                   // key bits resolved per round
 constexpr uint32_t kDigits = 1u << kDigitBits;  // sub-intervals per round
 
 // Per round of the search: the total value of tokens above the current key interval,
@@ -291,16 +298,20 @@ __device__ uint32_t find_threshold(const RowReader<T>& row, ScaleFn scale, Value
 // What prepare_row learns about a row: enough to write probabilities or draw tokens.
 struct RowFilter {
   bool greedy;        // temperature == 0 (or not a positive number)
-  bool has_mass;      // false: no finite (scaled) logit, so no distribution
-  float temperature;  // clamped to (0, FLT_MAX] unless greedy
+  bool has_mass;      // false: no finite logit, so no distribution
+  float temperature;  // > 0 unless greedy
   float x_max;        // largest cleaned logit
   int argmax;         // greedy: first column of x_max
   float s_max;        // largest scaled logit (not greedy)
   uint32_t keep_from;  // kept: order_key(s) >= keep_from (finite, top-k, top-p) ...
   float min_p;         // ... and w = exp(s - s_max) >= min_p
 
-  // s = x / T, an IEEE division (x / 1 is x: skip the division then).
-  __device__ float scale(float x) const { return temperature == 1.0f ? x : __fdiv_rn(x, temperature); }
+  // s = x / T (an IEEE division) clamped to the finite range; -inf stays -inf. Cleaned
+  // logits are finite or -inf, so with T == 1 (common) s is x.
+  __device__ float scale(float x) const {
+    if (temperature == 1.0f || x == -INFINITY) return x;
+    return fminf(fmaxf(__fdiv_rn(x, temperature), -FLT_MAX), FLT_MAX);
+  }
 
   // w = exp(s - s_max) for a kept token, 0 for a filtered one.
   __device__ float kept_weight(float s) const {
@@ -317,7 +328,7 @@ __device__ __noinline__ RowFilter prepare_row(const RowReader<T>& row, const Fil
   RowFilter f{};
   const float temperature = params.temperature[r];
   f.greedy = !(temperature > 0.0f);
-  f.temperature = fminf(temperature, FLT_MAX);  // T = inf would make -inf / T a NaN
+  f.temperature = temperature;
 
   if (f.greedy) {
     Candidate best{-INFINITY, INT_MAX};
@@ -334,9 +345,8 @@ __device__ __noinline__ RowFilter prepare_row(const RowReader<T>& row, const Fil
   float x_max = -INFINITY;
   row.for_each([&](int, float x) { x_max = fmaxf(x_max, x); });
   f.x_max = block_reduce(x_max, MaxOp{});
-  f.s_max = f.scale(f.x_max);  // division by T > 0 is monotone: the max of the quotients
-  // s_max = +inf (x / T overflowed) gives NaN weights in the reference: no distribution.
-  f.has_mass = f.s_max > -INFINITY && f.s_max < INFINITY;
+  f.s_max = f.scale(f.x_max);  // scaling is monotone: the max of the scaled logits
+  f.has_mass = f.s_max > -INFINITY;
   if (!f.has_mass) return f;
 
   const auto scale = [&](float x) { return f.scale(x); };
@@ -353,9 +363,9 @@ __device__ __noinline__ RowFilter prepare_row(const RowReader<T>& row, const Fil
     const float p = fmaxf(top_p, FLT_MIN);
     const uint32_t top_k_from = f.keep_from;
     const float s_max = f.s_max;
-    const uint32_t nucleus = find_threshold<float>(
-        row, scale, [&](float s, uint32_t key) { return key >= top_k_from ? expf(s - s_max) : 0.0f; },
-        [&](float total) { return p * total; });
+    const uint32_t nucleus = find_threshold<double>(  // float64 masses: see MassPair
+        row, scale, [&](float s, uint32_t key) { return key >= top_k_from ? double{expf(s - s_max)} : 0.0; },
+        [&](double total) { return p * total; });
     f.keep_from = max(f.keep_from, nucleus);
   }
 
@@ -377,9 +387,9 @@ __global__ void __launch_bounds__(kThreads, 1)
 
   float kept_mass = 1.0f;
   if (f.has_mass && !f.greedy) {
-    float partial = 0.0f;
+    double partial = 0.0;  // float64: see MassPair
     row.for_each([&](int, float x) { partial += f.kept_weight(f.scale(x)); });
-    kept_mass = block_reduce(partial, SumOp{});
+    kept_mass = static_cast<float>(block_reduce(partial, SumOp{}));
   }
 
   // prob(col, x): the filtered probability of a column with cleaned logit x.
@@ -425,13 +435,13 @@ __global__ void __launch_bounds__(kThreads, 1)
   }
 
   // Normalisers: kept mass (filtered distribution) and sum exp(x - x_max) (softmax(x)).
-  MassPair partial{0.0f, 0.0f};
+  MassPair partial{0.0, 0.0};
   row.for_each([&](int, float x) {
     partial.raw += expf(x - f.x_max);
     if (!f.greedy) partial.kept += f.kept_weight(f.scale(x));
   });
   const MassPair mass = block_reduce(partial, SumOp{});
-  const float log_raw_mass = logf(mass.raw);
+  const float log_raw_mass = static_cast<float>(log(mass.raw));
 
   if (f.greedy) {
     // The token is x_max's column: logprob log(1) = 0, raw logprob 0 - log(raw mass).
@@ -443,13 +453,10 @@ __global__ void __launch_bounds__(kThreads, 1)
     return;
   }
 
-  const float log_kept_mass = logf(mass.kept);
+  const float log_kept_mass = static_cast<float>(log(mass.kept));
   const int64_t seed = seeds[r];
   const uint32_t seed_lo = static_cast<uint32_t>(seed);
   const uint32_t seed_hi = static_cast<uint32_t>(static_cast<uint64_t>(seed) >> 32);
-  // The largest-s token is always kept and its key is >= this: no token whose key is
-  // below it can win.
-  const float winner_at_least = f.s_max + kGumbelMin;
   for (int draw = 0; draw < num_samples; ++draw) {
     Candidate best{-INFINITY, INT_MAX};
     row.for_each_group([&](int group, const float (&x)[4], int count) {
@@ -459,9 +466,12 @@ __global__ void __launch_bounds__(kThreads, 1)
       for (int i = 0; i < 4; ++i) {  // unrolled: bits.v[i] stays in registers
         if (i >= count) break;
         const float s = f.scale(x[i]);
-        // A key exceeds s by less than kGumbelMax; rounding is monotone, so a token with
-        // s + kGumbelMax below the bar has a key strictly below it and cannot win.
-        if (s + kGumbelMax < fmaxf(winner_at_least, best.key)) continue;
+        const float relative = s - f.s_max;
+        // A key exceeds `relative` by less than kGumbelMax and rounding is monotone, so a
+        // token with relative + kGumbelMax below the bar has a key strictly below it and
+        // cannot win. The bar: the best key so far, and kGumbelMin, which the largest-s
+        // token (always kept) reaches.
+        if (relative + kGumbelMax < fmaxf(kGumbelMin, best.key)) continue;
         const float w = f.kept_weight(s);
         if (!(w > 0.0f)) continue;  // filtered, or weight underflowed (the reference skips both)
         if (!have_bits) {
@@ -469,7 +479,7 @@ __global__ void __launch_bounds__(kThreads, 1)
                                seed_lo, seed_hi);
           have_bits = true;
         }
-        const float key = s - logf(-logf(uniform_from_bits(bits.v[i])));
+        const float key = relative - logf(-logf(uniform_from_bits(bits.v[i])));
         if (key > best.key) best = {key, 4 * group + i};  // increasing columns: first max kept
       }
     });
