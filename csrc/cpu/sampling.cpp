@@ -51,6 +51,13 @@ void dispatch_logits(const at::Tensor& logits, Fn&& fn) {
   }
 }
 
+// Each worker thread keeps its buffers between calls: a fresh row-sized buffer per call
+// would be a fresh mmap, whose page faults cost more than sampling a small batch.
+RowScratch& thread_scratch() {
+  thread_local RowScratch scratch;
+  return scratch;
+}
+
 void check_cpu(const at::Tensor& logits) {
   TORCH_CHECK(logits.device().is_cpu(), "the cpu sampling kernels need CPU tensors, got ", logits.device());
 }
@@ -67,7 +74,7 @@ at::Tensor filtered_probs(const at::Tensor& logits, const at::Tensor& temperatur
   float* out = probs.data_ptr<float>();
   dispatch_logits(logits, [&](const auto* data) {
     at::parallel_for(0, batch, 1, [&](int64_t begin, int64_t end) {
-      RowScratch scratch;
+      RowScratch& scratch = thread_scratch();
       for (int64_t r = begin; r < end; ++r) {
         const RowFilter f = prepare_row(data + r * logits.stride(0), logits.stride(1), vocab, params.row(r), scratch);
         write_probs(f, scratch, vocab, out + r * vocab);
@@ -98,7 +105,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> sample(const at::Tensor& logits, 
 
   dispatch_logits(logits, [&](const auto* data) {
     at::parallel_for(0, batch, 1, [&](int64_t begin, int64_t end) {
-      RowScratch scratch;
+      RowScratch& scratch = thread_scratch();
       for (int64_t r = begin; r < end; ++r) {
         const auto* row = data + r * logits.stride(0);
         const RowFilter f = prepare_row(row, logits.stride(1), vocab, params.row(r), scratch);

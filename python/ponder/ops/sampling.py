@@ -74,7 +74,7 @@ def _per_row(name: str, value: PerRow, logits: torch.Tensor, *, integer: bool, o
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or (integer and not isinstance(value, numbers.Integral)):
         kind = "an int" if integer else "a float"
         raise TypeError(f"{name} must be {kind} or a tensor of shape [{batch}], got {value!r}")
-    if not ok(torch.tensor(float(value), dtype=torch.float64)):
+    if not ok(float(value)):
         raise ValueError(f"{name} = {value!r} is out of range: expected {expected}")
     return torch.full((batch,), value, dtype=dtype, device=logits.device)
 
