@@ -44,6 +44,7 @@ struct RowScratch {
   std::vector<float> values;         // [vocab] cleaned (then scaled) logits of the row
   std::vector<Candidate> candidates;  // top-k survivors
   std::vector<float> candidate_values;  // their values, for the top-p search
+  std::vector<float> chunk_max;      // max cleaned logit of each chunk of the row
   std::vector<double> bin_mass;      // top-p histogram: mass per bin
   std::vector<int32_t> bin_index;    // top-p histogram: bin of each value
   std::vector<float> bin_weight;     // top-p histogram: weight of each value
@@ -139,10 +140,10 @@ inline float smallest_logit_reaching(float s, float t) {
   return x;
 }
 
-// Collects top-k candidates while a row streams past: every column whose scaled value
+// Collects top-k candidates from chunks of a row: every column whose scaled value
 // s = x / T is >= the k-th largest s (ties included). Keeps at most ~2k entries by
-// selecting the k-th value with nth_element whenever the list fills up, so the scan is
-// linear and, once the bar is high, mostly skips whole chunks.
+// selecting the k-th value with nth_element whenever the list fills up, and skips any
+// chunk whose max is below the bar.
 class TopKCollector {
  public:
   // The collector appends at most kMaxOffer columns per offer.
@@ -152,6 +153,15 @@ class TopKCollector {
       : k_(k), temperature_(temperature), capacity_(static_cast<size_t>(std::max<int64_t>(2 * k, k + 256))), out_(out) {
     out_.resize(capacity_ + kMaxOffer);  // room for one more offer; `size_` counts the used part
   }
+
+  // Starts the bar at x_bar, a raw logit known not to exceed the k-th largest one.
+  void raise_bar(float x_bar) {
+    threshold_ = scale_logit(x_bar, temperature_);
+    bar_ = smallest_logit_reaching(threshold_, temperature_);
+  }
+
+  // The raw-logit bar: chunks whose max is below it hold no candidate.
+  float bar() const { return bar_; }
 
   // Offers columns base .. base + n (n <= kMaxOffer), whose cleaned logits are
   // x[0 .. n) and whose max is x_max.
@@ -296,8 +306,11 @@ inline float top_p_threshold(const float* values, int64_t n, float v_max, double
 //
 // One streaming pass over the row does the memory-bound work: clean and convert each
 // chunk of 256 logits, track the max and the softmax normaliser online (rescaling when
-// the max grows), and feed the top-k collector. When top-k is off, later passes need
-// the whole row, so the pass also keeps it in scratch.values.
+// the max grows), and note each chunk's max. When top-k is off, later passes need the
+// whole row, so the pass also keeps it in scratch.values. When it is on, the k-th
+// largest chunk max bounds the k-th largest logit from below (the top k chunk maxima
+// are k logits), so the collector re-reads only the chunks that reach it: about k
+// chunks, still in cache.
 template <typename T>
 RowFilter prepare_row(const T* src, int64_t col_stride, int64_t vocab, const SamplingParams& p, RowScratch& scratch) {
   constexpr int64_t kChunk = 256;
@@ -307,7 +320,8 @@ RowFilter prepare_row(const T* src, int64_t col_stride, int64_t vocab, const Sam
   f.use_candidates = !f.greedy && p.top_k > 0 && p.top_k < vocab;
   if (!f.use_candidates) scratch.values.resize(static_cast<size_t>(vocab));
   float local[kChunk];
-  TopKCollector top_k(f.use_candidates ? p.top_k : 1, f.greedy ? 1.0f : p.temperature, scratch.candidates);
+  const int64_t num_chunks = (vocab + kChunk - 1) / kChunk;
+  scratch.chunk_max.resize(static_cast<size_t>(num_chunks));
 
   float row_max = -kInf;
   double row_sum = 0.0;  // sum of exp(x - row_max) so far
@@ -317,6 +331,7 @@ RowFilter prepare_row(const T* src, int64_t col_stride, int64_t vocab, const Sam
     float* x = f.use_candidates ? local : scratch.values.data() + base;
     load_clean(src + base * col_stride, col_stride, n, x);
     const float chunk_max = max_of(x, n);
+    scratch.chunk_max[base / kChunk] = chunk_max;
     if (chunk_max > row_max) {
       row_sum = row_max == -kInf ? 0.0 : row_sum * std::exp(static_cast<double>(row_max) - chunk_max);
       row_max = chunk_max;
@@ -329,7 +344,6 @@ RowFilter prepare_row(const T* src, int64_t col_stride, int64_t vocab, const Sam
       for (int64_t j = 0; j < n; ++j) part += exp_nonpositive(x[j] - m);
       row_sum += part;
     }
-    if (f.use_candidates) top_k.offer(x, n, base, chunk_max);
   }
   f.raw_max = row_max;
   f.raw_sum = row_sum;
@@ -345,6 +359,19 @@ RowFilter prepare_row(const T* src, int64_t col_stride, int64_t vocab, const Sam
   f.min_p = p.min_p;
   f.threshold = kLowestFinite;
   if (f.use_candidates) {
+    TopKCollector top_k(p.top_k, p.temperature, scratch.candidates);
+    if (num_chunks >= p.top_k) {
+      std::vector<float>& maxima = scratch.bin_next;  // free until the top-p search
+      maxima.assign(scratch.chunk_max.begin(), scratch.chunk_max.end());
+      std::nth_element(maxima.begin(), maxima.begin() + (p.top_k - 1), maxima.end(), std::greater<float>());
+      if (maxima[p.top_k - 1] > -kInf) top_k.raise_bar(maxima[p.top_k - 1]);
+    }
+    for (int64_t c = 0; c < num_chunks; ++c) {
+      if (scratch.chunk_max[c] < top_k.bar()) continue;
+      const int64_t base = c * kChunk, n = std::min(kChunk, vocab - base);
+      load_clean(src + base * col_stride, col_stride, n, local);
+      top_k.offer(local, n, base, scratch.chunk_max[c]);
+    }
     f.threshold = top_k.finish();
   } else if (p.temperature != 1.0f) {
     scale_in_place(v, vocab, p.temperature);
