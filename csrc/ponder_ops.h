@@ -15,7 +15,13 @@ namespace ponder {
   std::tuple<at::Tensor, at::Tensor, at::Tensor> sample(const at::Tensor& logits, const at::Tensor& temperature, \
                                                         const at::Tensor& top_k, const at::Tensor& top_p,        \
                                                         const at::Tensor& min_p, const at::Tensor& seeds,        \
-                                                        int64_t num_samples);
+                                                        int64_t num_samples);                                    \
+  void copy_blocks(at::Tensor& k_cache, at::Tensor& v_cache, const at::Tensor& src, const at::Tensor& dst);      \
+  void write_kv(at::Tensor& k_cache, at::Tensor& v_cache, int64_t layer, const at::Tensor& k,                    \
+                const at::Tensor& v, const at::Tensor& slot_mapping);                                            \
+  void paged_attention(const at::Tensor& q, const at::Tensor& k_cache, const at::Tensor& v_cache, int64_t layer, \
+                       const at::Tensor& block_tables, const at::Tensor& seq_lens,                               \
+                       const at::Tensor& query_lens, double scale, at::Tensor& out);
 
 namespace cpu {
 PONDER_BACKEND_OPS

@@ -15,17 +15,34 @@ TORCH_LIBRARY(ponder, m) {
   m.def(
       "sample(Tensor logits, Tensor temperature, Tensor top_k, Tensor top_p, Tensor min_p, Tensor seeds, "
       "int num_samples) -> (Tensor, Tensor, Tensor)");
+  // KV cache layout (python/ponder/reference/kv_ops.py): k_cache, v_cache float32/float16/
+  // bfloat16 [num_layers, num_blocks, block_size, num_kv_heads, head_dim], contiguous.
+  // src, dst: int64 [N] block ids. Copies block src[i] to dst[i] in every layer, in place.
+  m.def("copy_blocks(Tensor(a!) k_cache, Tensor(b!) v_cache, Tensor src, Tensor dst) -> ()");
+  // k, v: [T, num_kv_heads, head_dim]; slot_mapping: int64 [T] flat slots (-1: skip).
+  m.def("write_kv(Tensor(a!) k_cache, Tensor(b!) v_cache, int layer, Tensor k, Tensor v, Tensor slot_mapping) -> ()");
+  // q: [T_total, num_q_heads, head_dim]; block_tables: int32/int64 [S, max_blocks];
+  // seq_lens, query_lens: int64 [S]. Writes out: [T_total, num_q_heads, head_dim], q's dtype.
+  m.def(
+      "paged_attention(Tensor q, Tensor k_cache, Tensor v_cache, int layer, Tensor block_tables, Tensor seq_lens, "
+      "Tensor query_lens, float scale, Tensor(a!) out) -> ()");
 }
 
 TORCH_LIBRARY_IMPL(ponder, CPU, m) {
   m.impl("filtered_probs", &ponder::cpu::filtered_probs);
   m.impl("sample", &ponder::cpu::sample);
+  m.impl("copy_blocks", &ponder::cpu::copy_blocks);
+  m.impl("write_kv", &ponder::cpu::write_kv);
+  m.impl("paged_attention", &ponder::cpu::paged_attention);
 }
 
 #ifdef PONDER_WITH_CUDA
 TORCH_LIBRARY_IMPL(ponder, CUDA, m) {
   m.impl("filtered_probs", &ponder::cuda::filtered_probs);
   m.impl("sample", &ponder::cuda::sample);
+  m.impl("copy_blocks", &ponder::cuda::copy_blocks);
+  m.impl("write_kv", &ponder::cuda::write_kv);
+  m.impl("paged_attention", &ponder::cuda::paged_attention);
 }
 #endif
 

@@ -2,7 +2,7 @@
 
 import torch  # noqa: F401  (loads libtorch before the extension, which has no RPATH to it)
 
-from ponder.ops import SampleOutput, filtered_probs, sample
+from ponder.ops import SampleOutput, copy_blocks, filtered_probs, paged_attention, sample, write_kv
 
 __version__ = "0.1.0"
-__all__ = ["SampleOutput", "filtered_probs", "sample", "__version__"]
+__all__ = ["SampleOutput", "copy_blocks", "filtered_probs", "paged_attention", "sample", "write_kv", "__version__"]

@@ -73,3 +73,13 @@ def resolve_backend(requested: str | None, device: torch.device) -> str:
             + (" (triton on CPU needs TRITON_INTERPRET=1)" if choice == "triton" and device.type == "cpu" else "")
         )
     return choice
+
+
+def values_checkable(t: torch.Tensor) -> bool:
+    """Whether an op may read ``t``'s values to validate them.
+
+    Reading a device tensor's values would synchronise the host with the GPU, and
+    reading any tensor's values breaks a torch.compile graph: ops check CPU tensors
+    outside compilation only; kernels clamp or skip unchecked values.
+    """
+    return t.device.type == "cpu" and not torch.compiler.is_compiling()

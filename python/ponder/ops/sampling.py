@@ -12,7 +12,7 @@ from typing import NamedTuple, Union
 import torch
 
 from ponder import reference
-from ponder.ops._backend import has_cpu_kernels, resolve_backend
+from ponder.ops._backend import has_cpu_kernels, resolve_backend, values_checkable
 
 Scalar = Union[int, float]
 PerRow = Union[Scalar, torch.Tensor]
@@ -45,13 +45,6 @@ def _check_logits(logits) -> None:
         raise ValueError(f"logits has an empty vocab: shape {tuple(logits.shape)}")
 
 
-def _values_checkable(t: torch.Tensor) -> bool:
-    # Reading a device tensor's values would synchronise the host with the GPU, and
-    # reading any tensor's values breaks a torch.compile graph: check CPU tensors
-    # outside compilation only. Kernels clamp unchecked values into range.
-    return t.device.type == "cpu" and not torch.compiler.is_compiling()
-
-
 def _per_row(name: str, value: PerRow, logits: torch.Tensor, *, integer: bool, ok, expected: str) -> torch.Tensor:
     """``value`` as a [B] tensor on logits' device (int64 or float32), range-checked."""
     batch = logits.shape[0]
@@ -65,7 +58,7 @@ def _per_row(name: str, value: PerRow, logits: torch.Tensor, *, integer: bool, o
             raise TypeError(f"{name} must be an integer tensor, got {value.dtype}")
         if not integer and not value.dtype.is_floating_point:
             raise TypeError(f"{name} must be a floating-point tensor, got {value.dtype}")
-        if _values_checkable(value):
+        if values_checkable(value):
             bad = ~ok(value.to(torch.float64))
             if bool(bad.any()):
                 row = int(bad.nonzero()[0, 0])
