@@ -223,18 +223,20 @@ def test_top_k_beyond_vocab_is_no_filter(backend_device):
     assert torch.equal(a, c) and torch.equal(b, c)
 
 
-def test_nan_and_inf_logits(backend_device):
+@pytest.mark.parametrize("top_k", [0, 20])
+def test_nan_and_inf_logits(backend_device, top_k):
     """NaN is never drawn, +inf tokens share the mass, and neighbour rows are untouched."""
     backend, device = backend_device
-    logits = llm_like_logits(4, 64, seed=12, device=device)
+    logits = llm_like_logits(4, 600, seed=12, device=device)
     clean = logits.clone()
     logits[1, ::3] = float("nan")
     logits[2, [5, 9]] = float("inf")
-    probs = ponder.filtered_probs(logits, backend=backend).cpu()
-    assert torch.equal(probs[[0, 3]], ponder.filtered_probs(clean[[0, 3]], backend=backend).cpu())
+    probs = ponder.filtered_probs(logits, top_k=top_k, backend=backend).cpu()
+    assert torch.equal(probs[[0, 3]], ponder.filtered_probs(clean[[0, 3]], top_k=top_k, backend=backend).cpu())
+    assert_probs_match(probs, ponder.filtered_probs(logits.cpu(), top_k=top_k, backend="reference"))
     assert (probs[1, ::3] == 0).all() and torch.isfinite(probs).all()
     assert probs[2, 5] == probs[2, 9] == 0.5
-    out = ponder.sample(logits, seed=3, num_samples=64, backend=backend)
+    out = ponder.sample(logits, top_k=top_k, seed=3, num_samples=64, backend=backend)
     assert (out.tokens[1].cpu() % 3 != 0).all()
     assert set(out.tokens[2].tolist()) == {5, 9}
     assert torch.isfinite(out.logprobs).all() and torch.isfinite(out.raw_logprobs).all()

@@ -20,6 +20,7 @@
 #include <cmath>
 #include <cstdint>
 #include <limits>
+#include <type_traits>
 #include <vector>
 
 #include "ponder/philox.h"
@@ -68,7 +69,8 @@ struct RowFilter {
   bool kept(float s) const { return s >= threshold && exp_nonpositive(s - s_max) >= min_p; }
 };
 
-inline constexpr float kLowestFinite = -std::numeric_limits<float>::max();
+inline constexpr float kMaxFloat = std::numeric_limits<float>::max();
+inline constexpr float kLowestFinite = -kMaxFloat;
 
 // Loads n logits (src[j * col_stride]) into dst as float32, with NaN -> -inf and
 // +inf -> float max.
@@ -328,9 +330,18 @@ RowFilter prepare_row(const T* src, int64_t col_stride, int64_t vocab, const Sam
   int64_t max_chunk = 0;  // first chunk holding row_max
   for (int64_t base = 0; base < vocab; base += kChunk) {
     const int64_t n = std::min(kChunk, vocab - base);
-    float* x = f.use_candidates ? local : scratch.values.data() + base;
-    load_clean(src + base * col_stride, col_stride, n, x);
-    const float chunk_max = max_of(x, n);
+    // Contiguous float32 logits are read in place when nothing needs the cleaned row:
+    // the max ignores NaN by itself and the sum below cleans as it goes.
+    const float* x = nullptr;
+    if constexpr (std::is_same_v<T, float>) {
+      if (f.use_candidates && col_stride == 1) x = src + base;
+    }
+    if (x == nullptr) {
+      float* dst = f.use_candidates ? local : scratch.values.data() + base;
+      load_clean(src + base * col_stride, col_stride, n, dst);
+      x = dst;
+    }
+    const float chunk_max = std::min(max_of(x, n), kMaxFloat);  // +inf counts as float max
     scratch.chunk_max[base / kChunk] = chunk_max;
     if (chunk_max > row_max) {
       row_sum = row_max == -kInf ? 0.0 : row_sum * std::exp(static_cast<double>(row_max) - chunk_max);
@@ -341,7 +352,7 @@ RowFilter prepare_row(const T* src, int64_t col_stride, int64_t vocab, const Sam
       float part = 0.0f;
       const float m = row_max;
 #pragma omp simd reduction(+ : part)
-      for (int64_t j = 0; j < n; ++j) part += exp_nonpositive(x[j] - m);
+      for (int64_t j = 0; j < n; ++j) part += exp_nonpositive(std::min(x[j], kMaxFloat) - m);  // NaN -> 0
       row_sum += part;
     }
   }
