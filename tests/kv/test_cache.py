@@ -51,8 +51,10 @@ def assert_contents(cache: KVCache, seq_id: int):
 
 
 def snapshot(cache: KVCache):
+    """Tables, token lists, stats and the K/V bytes (compared bitwise: unwritten slots of
+    a cache made with torch.empty may hold NaN patterns)."""
     seqs = {s: (cache.tokens(s), cache.block_table(s)) for s in list(cache._seqs)}
-    return seqs, cache.stats(), cache.k.clone(), cache.v.clone()
+    return seqs, cache.stats(), cache.k.view(torch.int32).clone(), cache.v.view(torch.int32).clone()
 
 
 def test_fork_moves_no_bytes_and_copy_on_write_splits_the_last_block():
