@@ -168,10 +168,11 @@ def parse_args(argv=None):
                         help="ponder backend to time (default: cpu on a CPU device, cuda on a CUDA device)")
     parser.add_argument("--batch", type=int, nargs="+", default=None, help=f"batch sizes (default {BATCHES})")
     parser.add_argument("--vocab", type=int, nargs="+", default=None, help=f"vocabulary sizes (default {VOCABS})")
-    parser.add_argument("--dtype", nargs="+", choices=list(DTYPES), default=list(DTYPES))
-    parser.add_argument("--setting", nargs="+", choices=list(SETTINGS), default=list(SETTINGS))
+    parser.add_argument("--dtype", nargs="+", choices=list(DTYPES), default=list(DTYPES), help="logits dtypes (default all)")
+    parser.add_argument("--setting", nargs="+", choices=list(SETTINGS), default=list(SETTINGS),
+                        help="filter settings (default all)")
     parser.add_argument("--reference-max-s", type=float, default=2.0,
-                        help="skip the reference where one call is expected to take longer (inf: never skip; 0: never run it)")
+                        help="skip the reference where one call is expected to take longer (default 2; inf: never skip; 0: never run it)")
     args = parser.parse_args(argv)
     args.batch = sorted(args.batch or (QUICK_BATCHES if args.quick else BATCHES))
     args.vocab = sorted(args.vocab or (QUICK_VOCABS if args.quick else VOCABS))

@@ -248,16 +248,15 @@ def profiling(trace_path: str | Path | None, device: torch.device) -> Iterator[N
 
 def make_parser(name: str, description: str) -> argparse.ArgumentParser:
     """A parser with the flags every benchmark script takes."""
-    parser = argparse.ArgumentParser(prog=f"bench_{name}.py", description=description,
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = argparse.ArgumentParser(prog=f"bench_{name}.py", description=description)
     parser.add_argument("--quick", action="store_true", help="a tiny subset of shapes and few repeats (CI smoke test)")
     parser.add_argument("--json", metavar="PATH", default=str(RESULTS_DIR / f"{name}.json"),
-                        help="where to write the results")
+                        help=f"where to write the results (default benchmarks/results/{name}.json)")
     parser.add_argument("--profile", metavar="PATH", default=None,
                         help="write a torch.profiler Chrome/Perfetto trace of the run here (timings then include profiler overhead)")
-    parser.add_argument("--device", default="cpu", help="torch device to run on, e.g. cpu or cuda:0")
+    parser.add_argument("--device", default="cpu", help="torch device to run on, e.g. cpu or cuda:0 (default cpu)")
     parser.add_argument("--threads", type=int, default=None,
-                        help="torch.set_num_threads(N) for the run (default: torch's default, all cores)")
+                        help="torch.set_num_threads(N) for the run (default: torch's own, all cores)")
     return parser
 
 
