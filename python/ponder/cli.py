@@ -23,8 +23,8 @@ SETTINGS = [
     ("softmax", dict()),
     ("temperature 0.6", dict(temperature=0.6)),
     ("top-k 3", dict(top_k=3)),
-    ("top-p 0.9", dict(top_p=0.9)),
-    ("min-p 0.05", dict(min_p=0.05)),
+    ("top-p 0.95", dict(top_p=0.95)),
+    ("min-p 0.02", dict(min_p=0.02)),
     ("T 1.5, top-k 6, top-p 0.95", dict(temperature=1.5, top_k=6, top_p=0.95)),
     ("greedy", dict(temperature=0.0)),
 ]
