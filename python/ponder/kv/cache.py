@@ -202,10 +202,11 @@ class KVCache:
     def step(self, seq_ids: Sequence[int], new_tokens: Sequence[Sequence[int]]) -> Iterator[StepPlan]:
         """Plan and apply one step that appends ``new_tokens[i]`` to ``seq_ids[i]``.
 
-        Yields the :class:`StepPlan`. If the body raises, the step is undone (tables,
-        token lists and the pool are as before; the K/V bytes the body wrote into
-        freshly allocated slots are simply unreferenced again). If it completes, the
-        blocks the step filled are registered for prefix reuse.
+        Yields the :class:`StepPlan`. If the body raises, the step is undone: tables,
+        token lists and reference counts are as before, and the blocks it allocated are
+        free again. Cached (unreferenced) blocks that the allocation evicted stay
+        evicted, since the body may have overwritten their bytes. If the body completes,
+        the blocks the step filled are registered for prefix reuse.
         """
         plan = self.begin_step(seq_ids, new_tokens)
         try:
