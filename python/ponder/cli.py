@@ -14,6 +14,7 @@ import time
 import torch
 
 import ponder
+from ponder.synthetic import llm_like_logits
 
 # A toy next-token distribution: the continuations of "The answer is".
 TOY_WORDS = ["4", "four", "5", "3", "2+2", "unknown", "the", "a", "42", "IV", "quatre", "vier"]
@@ -44,13 +45,6 @@ def _show_filters(draws: int, seed: int) -> None:
     print()
 
 
-def _llm_like_logits(batch: int, vocab: int, seed: int) -> torch.Tensor:
-    g = torch.Generator().manual_seed(seed)
-    logits = torch.randn(batch, vocab, generator=g) * 2.0
-    logits.scatter_(1, torch.randint(0, vocab, (batch, 8), generator=g), 6.0 + 4.0 * torch.rand(batch, 8, generator=g))
-    return logits
-
-
 def _time_ms(fn, repeats: int) -> float:
     fn()  # warm-up
     best = float("inf")
@@ -62,7 +56,7 @@ def _time_ms(fn, repeats: int) -> float:
 
 
 def _show_speed(batch: int, vocab: int, seed: int) -> None:
-    logits = _llm_like_logits(batch, vocab, seed)
+    logits = llm_like_logits(batch, vocab, seed)
     params = dict(temperature=0.7, top_k=50, top_p=0.95)
     floor = _time_ms(lambda: torch.amax(logits, dim=-1), 10)
     fast = _time_ms(lambda: ponder.sample(logits, **params, seed=seed), 10)

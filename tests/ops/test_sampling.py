@@ -17,22 +17,10 @@ import torch
 
 import ponder
 from ponder.reference import sampling as reference
+from ponder.synthetic import llm_like_logits
 
 VOCABS = [111, 32000, 128256, 151936]
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]
-
-
-def llm_like_logits(batch: int, vocab: int, seed: int, dtype=torch.float32, device="cpu") -> torch.Tensor:
-    """Logits shaped like a language model's: a broad tail plus a few strong candidates.
-
-    float [batch, vocab]. Values are rounded to ``dtype`` so every backend sees the same
-    numbers whatever the dtype.
-    """
-    g = torch.Generator().manual_seed(seed)
-    logits = torch.randn(batch, vocab, generator=g) * 2.0
-    strong = torch.randint(0, vocab, (batch, 8), generator=g)
-    logits.scatter_(1, strong, 6.0 + 4.0 * torch.rand(batch, 8, generator=g))
-    return logits.to(dtype).to(device)
 
 
 def mixed_params(batch: int, vocab: int, device="cpu") -> dict:
