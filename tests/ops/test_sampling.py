@@ -32,7 +32,7 @@ def mixed_params(batch: int, vocab: int, device="cpu") -> dict:
         (1.3, 10, 0.5, 0.1),
         (1.0, 0, 0.9, 0.0),  # top-p alone over the whole row
         (0.5, vocab + 7, 1.0, 0.05),  # top-k beyond the vocab: no top-k
-        (2.0, 3, 1.0, 0.0),
+        (2.0, 30, 1.0, 0.3),  # min-p binding inside the top-k set
         (1.0, 0, 1.0, 0.2),  # min-p alone
     ]
     chosen = [rows[i % len(rows)] for i in range(batch)]
