@@ -15,6 +15,6 @@ fi
 
 python3 -m venv .venv
 pip_install() { .venv/bin/python -m pip install --quiet --disable-pip-version-check "$@"; }
-# Build requirements first: the build runs without isolation against this torch.
-pip_install "${PONDER_TORCH:-torch==2.13.0}" numpy "scikit-build-core>=0.10" pybind11 ninja "${extras[@]}"
+# Runtime and build requirements first (the editable install below uses --no-deps): the build runs without isolation against this torch.
+pip_install "${PONDER_TORCH:-torch==2.13.0}" numpy safetensors tokenizers "scikit-build-core>=0.10" pybind11 ninja "${extras[@]}"
 pip_install --no-build-isolation --no-deps --editable .
