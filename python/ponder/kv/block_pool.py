@@ -3,9 +3,14 @@
 Pure bookkeeping: block ids, reference counts, the free list and the prefix cache. The
 K/V tensors live in :class:`ponder.kv.cache.KVCache`.
 
+A block's reference count is its number of *holders*. For
+:class:`~ponder.kv.cache.KVCache` a holder is a sequence's private tail of blocks or a
+frozen run of full blocks that any number of forked sequences share
+(:mod:`ponder.kv.block_table`): a run counts once, however many sequences reach it.
+
 A block is in exactly one of three states:
 
-* in use: held by one or more block tables (``ref_count > 0``);
+* in use: held by one or more holders (``ref_count > 0``);
 * cached: unreferenced but registered under the hash of the tokens it holds, so a new
   sequence with the same prefix can take it back; evicted least-recently-used first;
 * free: unreferenced and unregistered.
@@ -30,8 +35,8 @@ class BlockStateError(RuntimeError):
 @dataclass(frozen=True)
 class PoolStats:
     num_blocks: int
-    used: int  # held by at least one block table
-    shared: int  # held by two or more block tables
+    used: int  # held by at least one holder
+    shared: int  # held by two or more holders (KVCache.stats() counts sequences' tables instead)
     cached: int  # unreferenced, kept for prefix reuse
     free: int  # unreferenced and unregistered
 
@@ -94,7 +99,7 @@ class BlockPool:
         return blocks
 
     def acquire(self, block: int) -> None:
-        """Take one more reference to a block that is in use or cached (prefix reuse)."""
+        """Take one more reference to a block that is in use (a new holder) or cached (prefix reuse)."""
         if self._ref[block] == 0:
             if block not in self._evictable:
                 raise BlockStateError(f"block {block} is free: it holds nothing to share")
@@ -135,7 +140,7 @@ class BlockPool:
         del self._block_of[content_hash]
 
     def check_invariants(self, holders: dict[int, int]) -> None:
-        """Assert the pool agrees with ``holders`` (block -> number of tables holding it).
+        """Assert the pool agrees with ``holders`` (block -> number of holders).
 
         For tests and debugging: every block is exactly one of used / cached / free,
         and reference counts equal the number of holders.

@@ -6,8 +6,15 @@ of block ids (its block table) and the token ids whose K/V it holds; token ``t``
 sequence lives in slot ``(table[t // block_size], t % block_size)``, flat slot id
 ``block * block_size + offset``.
 
-* :meth:`KVCache.fork` gives children that share every block of the parent: a table
-  copy and reference-count increments, no KV bytes move.
+Tables are persistent structures (:mod:`ponder.kv.block_table`): a chain of frozen runs
+of full blocks, shared by all sequences forked from them, and a private tail. The pool's
+reference count of a block is the number of *holders*: each tail, and each frozen run
+however many sequences share it. :meth:`KVCache.stats` reports sharing per sequence.
+
+* :meth:`KVCache.fork` gives children that share every block of the parent: it freezes
+  the parent's tail into a shared run and gives each child a pointer to it, in time
+  independent of the prefix length; no KV bytes move. Freeing a sequence releases its
+  tail and the runs no other sequence reaches.
 * :meth:`KVCache.step` prepares one model step for many sequences at once: it finds
   the slots of the new tokens, allocates blocks, and plans a copy of every shared,
   partially filled last block a sequence is about to write into (copy-on-write). It
@@ -17,26 +24,27 @@ sequence lives in slot ``(table[t // block_size], t % block_size)``, flat slot i
   blocks the step filled in the prefix cache if it succeeds.
 * Full blocks are registered under a hash chain of the token ids they complete, so
   :meth:`KVCache.add_sequence` reuses them for a new sequence with the same prefix.
+
+Between :meth:`KVCache.begin_step` and its :meth:`KVCache.commit` or
+:meth:`KVCache.rollback` (inside ``with cache.step(...)``), :meth:`KVCache.fork` and
+:meth:`KVCache.free` are refused: a fork would freeze blocks the step has not written
+nor hashed yet, a free would return blocks the step writes into, and the step's undo
+record refers to the tables as they were.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Iterator, Sequence
 
 import torch
 
 from ponder.kv.block_pool import BlockPool, BlockStateError, OutOfBlocks, PoolStats
+from ponder.kv.block_table import BlockTable, Prefix, chain_hash, stack_tables
 
 __all__ = ["KVCache", "StepPlan", "CacheStats", "OutOfBlocks", "BlockStateError"]
-
-
-@dataclass
-class _Sequence:
-    blocks: list[int]  # block table
-    tokens: list[int]  # token ids whose K/V are in the cache
-    hashes: list[int]  # content hash of each full block (a hash chain)
 
 
 @dataclass
@@ -62,13 +70,24 @@ class StepPlan:
     seq_lens: torch.Tensor
     block_tables: torch.Tensor
     positions: torch.Tensor
-    _undo: list = field(default_factory=list, repr=False)  # (seq_id, old table, old token count)
+    # (table, number of tail blocks, last tail block, number of tail tokens) before the
+    # step: a step only appends to tails and may replace their last block (copy-on-write).
+    _undo: list = field(default_factory=list, repr=False)
     _allocated: list[int] = field(default_factory=list, repr=False)
     _released: list[int] = field(default_factory=list, repr=False)
+    _open: bool = field(default=True, repr=False)  # until committed or rolled back
 
 
 @dataclass(frozen=True)
 class CacheStats:
+    """Occupancy of a :class:`KVCache`.
+
+    ``blocks`` is the pool's :class:`~ponder.kv.block_pool.PoolStats`, except that
+    ``blocks.shared`` counts the blocks in the block tables of two or more sequences (a
+    frozen run reached by n sequences is in n tables), not the blocks with two or more
+    pool holders.
+    """
+
     blocks: PoolStats
     block_bytes: int  # K and V of one block, all layers
     sequences: int
@@ -81,10 +100,6 @@ class CacheStats:
     @property
     def bytes_total(self) -> int:
         return self.blocks.num_blocks * self.block_bytes
-
-
-def _chain_hash(previous: int, block_tokens: Sequence[int]) -> int:
-    return hash((previous, tuple(block_tokens)))
 
 
 class KVCache:
@@ -127,30 +142,39 @@ class KVCache:
         self.k = torch.empty(shape, dtype=dtype, device=device)
         self.v = torch.empty(shape, dtype=dtype, device=device)
         self.pool = BlockPool(num_blocks)
-        self._seqs: dict[int, _Sequence] = {}
+        self._seqs: dict[int, BlockTable] = {}
+        # Live frozen runs, in creation order: a run's parent always comes before it.
+        self._prefixes: dict[Prefix, None] = {}
         self._freed: set[int] = set()
         self._next_id = 0
+        self._open_steps = 0  # begun, not yet committed or rolled back
 
     # -- sequences -----------------------------------------------------------------
-    def _seq(self, seq_id: int) -> _Sequence:
+    def _seq(self, seq_id: int) -> BlockTable:
         seq = self._seqs.get(seq_id)
         if seq is None:
             state = "was freed" if seq_id in self._freed else "does not exist"
             raise BlockStateError(f"sequence {seq_id} {state}")
         return seq
 
-    def _new_id(self, seq: _Sequence) -> int:
+    def _new_id(self, seq: BlockTable) -> int:
         seq_id = self._next_id
         self._next_id += 1
         self._seqs[seq_id] = seq
         return seq_id
 
+    def _check_no_open_step(self, action: str) -> None:
+        if self._open_steps:
+            raise BlockStateError(f"cannot {action} while a step is open: commit or roll back the step "
+                                  "(leave the `with cache.step(...)` block) first")
+
     def tokens(self, seq_id: int) -> list[int]:
-        """Token ids whose K/V sequence ``seq_id`` holds."""
-        return list(self._seq(seq_id).tokens)
+        """Token ids whose K/V sequence ``seq_id`` holds. O(length)."""
+        return self._seq(seq_id).token_ids()
 
     def block_table(self, seq_id: int) -> list[int]:
-        return list(self._seq(seq_id).blocks)
+        """Block ids of sequence ``seq_id``, in token order. O(length)."""
+        return self._seq(seq_id).block_ids()
 
     def add_sequence(self, prompt: Sequence[int]) -> tuple[int, int]:
         """Start a sequence for ``prompt`` (token ids), reusing cached blocks of its prefix.
@@ -165,7 +189,7 @@ class KVCache:
         blocks, hashes = [], []
         previous = 0
         for i in range((len(prompt) - 1) // self.block_size):
-            h = _chain_hash(previous, prompt[i * self.block_size:(i + 1) * self.block_size])
+            h = chain_hash(previous, prompt[i * self.block_size:(i + 1) * self.block_size])
             block = self.pool.lookup(h)
             if block is None:
                 break
@@ -175,25 +199,44 @@ class KVCache:
         for block in blocks:
             self.pool.acquire(block)
         cached = len(blocks) * self.block_size
-        return self._new_id(_Sequence(blocks, prompt[:cached], hashes)), cached
+        return self._new_id(BlockTable(None, blocks, prompt[:cached], hashes)), cached
 
     def fork(self, seq_id: int, n: int) -> list[int]:
-        """``n`` children sharing every block of ``seq_id`` (which stays valid). No KV bytes move."""
+        """``n`` children sharing every block of ``seq_id`` (which stays valid). No KV bytes move.
+
+        O(n * block_size), whatever the length of ``seq_id``: the parent's full blocks
+        become a shared frozen run, and each child takes one more reference to the
+        partially filled last block only. Not allowed while a step is open.
+        """
         if not isinstance(n, int) or n < 1:
             raise ValueError(f"fork needs n >= 1, got {n!r}")
         parent = self._seq(seq_id)
+        self._check_no_open_step("fork")
+        run = parent.freeze(self.block_size)
+        if run is not None:
+            self._prefixes[run] = None
         children = []
         for _ in range(n):
-            for block in parent.blocks:
+            child = parent.share()
+            for block in child.blocks:  # at most the partially filled last block
                 self.pool.acquire(block)
-            children.append(self._new_id(_Sequence(list(parent.blocks), list(parent.tokens), list(parent.hashes))))
+            children.append(self._new_id(child))
         return children
 
     def free(self, seq_id: int) -> None:
-        """Release the sequence's blocks; blocks no other sequence holds return to the pool."""
+        """Release the sequence's blocks; blocks no other sequence holds return to the pool.
+
+        O(blocks released): the sequence's own tail, and the frozen runs that no other
+        sequence reaches. Not allowed while a step is open.
+        """
         seq = self._seq(seq_id)
+        self._check_no_open_step("free a sequence")
         for block in seq.blocks:
             self.pool.release(block)
+        for run in seq.release():
+            for block in run.blocks:
+                self.pool.release(block)
+            del self._prefixes[run]
         del self._seqs[seq_id]
         self._freed.add(seq_id)
 
@@ -219,7 +262,8 @@ class KVCache:
     def begin_step(self, seq_ids: Sequence[int], new_tokens: Sequence[Sequence[int]]) -> StepPlan:
         """Apply the bookkeeping of a step and return its plan (see :meth:`step`).
 
-        Raises OutOfBlocks (changing nothing) when the pool cannot hold the step.
+        Raises OutOfBlocks (changing nothing) when the pool cannot hold the step. Until
+        the plan is committed or rolled back, :meth:`fork` and :meth:`free` are refused.
         """
         seq_ids = list(seq_ids)
         if len(seq_ids) != len(new_tokens):
@@ -236,8 +280,8 @@ class KVCache:
         for seq, new in zip(seqs, new_tokens):
             if not new:
                 continue
-            length = len(seq.tokens)
-            if length % bs and seq.blocks:
+            length = seq.num_tokens
+            if length % bs:  # the tail's last block is partially filled
                 last = seq.blocks[-1]
                 refs.setdefault(last, self.pool.ref_count(last))
                 if refs[last] > 1:
@@ -252,9 +296,9 @@ class KVCache:
 
         plan = StepPlan(seq_ids, *([None] * 7))
         copies, slots, positions = [], [], []
-        for seq_id, seq, new in zip(seq_ids, seqs, new_tokens):
-            plan._undo.append((seq_id, list(seq.blocks), len(seq.tokens)))
-            length = len(seq.tokens)
+        for seq, new in zip(seqs, new_tokens):
+            plan._undo.append((seq, len(seq.blocks), seq.blocks[-1] if seq.blocks else None, len(seq.tokens)))
+            length = seq.num_tokens
             if new and length % bs and self.pool.ref_count(seq.blocks[-1]) > 1:
                 (fresh,) = self.pool.allocate(1)
                 plan._allocated.append(fresh)
@@ -262,13 +306,14 @@ class KVCache:
                 self.pool.release(seq.blocks[-1])
                 plan._released.append(seq.blocks[-1])
                 seq.blocks[-1] = fresh
-            grow = -(-(length + len(new)) // bs) - len(seq.blocks)
+            grow = -(-(length + len(new)) // bs) - seq.num_blocks
             if grow > 0:
                 fresh_blocks = self.pool.allocate(grow)
                 plan._allocated.extend(fresh_blocks)
                 seq.blocks.extend(fresh_blocks)
+            first = seq.prefix_blocks  # new tokens all land in the tail
             for pos in range(length, length + len(new)):
-                slots.append(seq.blocks[pos // bs] * bs + pos % bs)
+                slots.append(seq.blocks[pos // bs - first] * bs + pos % bs)
                 positions.append(pos)
             seq.tokens.extend(int(t) for t in new)
 
@@ -279,45 +324,95 @@ class KVCache:
         plan.slot_mapping = as_long(slots)
         plan.positions = as_long(positions)
         plan.query_lens = as_long([len(t) for t in new_tokens])
-        plan.seq_lens = as_long([len(s.tokens) for s in seqs])
-        width = max((len(s.blocks) for s in seqs), default=0)
-        plan.block_tables = torch.tensor([s.blocks + [0] * (width - len(s.blocks)) for s in seqs],
-                                         dtype=torch.int32, device=device).reshape(len(seqs), width)
+        plan.seq_lens = as_long([s.num_tokens for s in seqs])
+        plan.block_tables = stack_tables(seqs).to(device)
+        self._open_steps += 1
         return plan
+
+    def _close(self, plan: StepPlan) -> None:
+        if not plan._open:
+            raise BlockStateError("this step was already committed or rolled back")
+        plan._open = False
+        self._open_steps -= 1
 
     def rollback(self, plan: StepPlan) -> None:
         """Undo :meth:`begin_step`: tables, token lists and reference counts as before it."""
+        self._close(plan)
         for block in plan._released:
             self.pool.acquire(block)
         for block in plan._allocated:
             self.pool.release(block)
-        for seq_id, blocks, length in plan._undo:
-            seq = self._seqs[seq_id]
-            seq.blocks = blocks
+        for seq, num_blocks, last, length in plan._undo:
+            del seq.blocks[num_blocks:]
+            if last is not None:
+                seq.blocks[-1] = last
             del seq.tokens[length:]
 
     def commit(self, plan: StepPlan) -> None:
         """Register the blocks the step completed (their K/V are now written) for prefix reuse."""
+        self._close(plan)
         bs = self.block_size
         for seq_id in plan.seq_ids:
             seq = self._seqs[seq_id]
             for i in range(len(seq.hashes), len(seq.tokens) // bs):
-                previous = seq.hashes[-1] if seq.hashes else 0
-                h = _chain_hash(previous, seq.tokens[i * bs:(i + 1) * bs])
+                h = chain_hash(seq.last_hash(), seq.tokens[i * bs:(i + 1) * bs])
                 self.pool.register(seq.blocks[i], h)
                 seq.hashes.append(h)
 
     # -- introspection ---------------------------------------------------------------
     def stats(self) -> CacheStats:
-        return CacheStats(self.pool.stats(), self.block_bytes, len(self._seqs),
-                          sum(len(s.tokens) for s in self._seqs.values()))
+        """Occupancy; ``blocks.shared`` counts blocks in two or more sequences' tables (see :class:`CacheStats`).
 
-    def check_invariants(self) -> None:
-        """Assert reference counts equal the number of tables holding each block (tests, debugging)."""
+        O(live blocks + sequences + frozen runs).
+        """
+        reach = dict.fromkeys(self._prefixes, 0)  # run -> sequences whose table includes it
+        for seq in self._seqs.values():
+            if seq.prefix is not None:
+                reach[seq.prefix] += 1
+        for run in reversed(self._prefixes):  # later runs first: a run's count is final before its parent's
+            if run.parent is not None:
+                reach[run.parent] += reach[run]
+        shared = sum(1 for n in self._holders(reach).values() if n > 1)
+        blocks = dataclasses.replace(self.pool.stats(), shared=shared)
+        return CacheStats(blocks, self.block_bytes, len(self._seqs), sum(s.num_tokens for s in self._seqs.values()))
+
+    def _holders(self, weight: dict[Prefix, int]) -> dict[int, int]:
+        """block -> holders: one per tail holding it, ``weight[run]`` per frozen run holding it."""
         holders: dict[int, int] = {}
+        for run, n in weight.items():
+            for block in run.blocks:
+                holders[block] = holders.get(block, 0) + n
         for seq in self._seqs.values():
             for block in seq.blocks:
                 holders[block] = holders.get(block, 0) + 1
-            if len(seq.blocks) != -(-len(seq.tokens) // self.block_size):
-                raise AssertionError(f"a table of {len(seq.blocks)} blocks holds {len(seq.tokens)} tokens")
-        self.pool.check_invariants(holders)
+        return holders
+
+    def check_invariants(self) -> None:
+        """Assert the tables and the pool agree (tests, debugging).
+
+        Every table and frozen run is well formed; each run's counts equal the tables and
+        runs pointing at it; every run is reached by some table and is registered (no
+        leaks, nothing dangling); pool reference counts equal the holders of each block.
+        """
+        refs = dict.fromkeys(self._prefixes, 0)
+        tables = dict.fromkeys(self._prefixes, 0)
+        for seq in self._seqs.values():
+            seq.check(self.block_size, committed=not self._open_steps)
+            if seq.prefix is not None:
+                if seq.prefix not in refs:
+                    raise AssertionError("a table points at a frozen run that is not live")
+                refs[seq.prefix] += 1
+                tables[seq.prefix] += 1
+        seen: set[Prefix] = set()
+        for run in self._prefixes:
+            run.check(self.block_size)
+            if run.parent is not None:
+                if run.parent not in seen:
+                    raise AssertionError("a frozen run's parent is not live, or was registered after it")
+                refs[run.parent] += 1
+            seen.add(run)
+        for run in self._prefixes:
+            if (run.refs, run.tables) != (refs[run], tables[run]) or not run.refs:
+                raise AssertionError(f"a frozen run counts {run.refs} references ({run.tables} tables) but "
+                                     f"{refs[run]} point at it ({tables[run]} tables)")
+        self.pool.check_invariants(self._holders(dict.fromkeys(self._prefixes, 1)))
