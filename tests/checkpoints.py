@@ -53,13 +53,23 @@ def hf_config(variant: str, **overrides):
     return AutoConfig.for_model(model_type, **settings)
 
 
-def make_hf_model(variant: str, seed: int = 0, **overrides):
-    """A transformers causal LM of ``variant`` in float32, eval mode, with well-scaled random weights."""
-    from transformers import AutoModelForCausalLM
+def _auto_class(kind: str):
+    import transformers
 
+    classes = {"causal-lm": "AutoModelForCausalLM", "token-classification": "AutoModelForTokenClassification",
+               "sequence-classification": "AutoModelForSequenceClassification"}
+    return getattr(transformers, classes[kind])
+
+
+def make_hf_model(variant: str, seed: int = 0, kind: str = "causal-lm", **overrides):
+    """A transformers model of ``variant`` in float32, eval mode, with well-scaled random weights.
+
+    ``kind``: ``causal-lm``, or ``token-classification`` / ``sequence-classification``
+    (a ``score`` head on the decoder instead of the LM head; give ``num_labels``).
+    """
     config = hf_config(variant, **overrides)
     torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32).eval()
+    model = _auto_class(kind).from_config(config, dtype=torch.float32).eval()
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, param in model.named_parameters():
@@ -75,23 +85,22 @@ def make_hf_model(variant: str, seed: int = 0, **overrides):
 
 
 def save_checkpoint(directory: str | Path, variant: str, seed: int = 0, max_shard_size: str | None = None,
-                    **overrides) -> Path:
+                    kind: str = "causal-lm", **overrides) -> Path:
     """Write a tiny random checkpoint of ``variant`` to ``directory`` (created); returns the directory.
 
-    ``max_shard_size`` (e.g. ``"40KB"``) splits the weights into shards with an index file.
+    ``max_shard_size`` (e.g. ``"40KB"``) splits the weights into shards with an index file;
+    ``kind`` as for :func:`make_hf_model`.
     """
     directory = Path(directory)
-    model = make_hf_model(variant, seed, **overrides)
+    model = make_hf_model(variant, seed, kind, **overrides)
     kwargs = {} if max_shard_size is None else {"max_shard_size": max_shard_size}
     model.save_pretrained(directory, **kwargs)
     return directory
 
 
-def load_hf_model(directory: str | Path):
+def load_hf_model(directory: str | Path, kind: str = "causal-lm"):
     """transformers' own model of a checkpoint directory, float32, eval mode."""
-    from transformers import AutoModelForCausalLM
-
-    return AutoModelForCausalLM.from_pretrained(directory, dtype=torch.float32).eval()
+    return _auto_class(kind).from_pretrained(directory, dtype=torch.float32).eval()
 
 
 class HFOracle:

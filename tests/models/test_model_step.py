@@ -165,3 +165,22 @@ def test_oracle_agrees_with_incremental_transformers(models):
         out = hf(torch.tensor([history]), use_cache=True)
         nxt = hf(torch.tensor([[5]]), past_key_values=out.past_key_values, use_cache=True)
     torch.testing.assert_close(nxt.logits[0, -1], oracle.logits(history + [5])[-1], atol=1e-5, rtol=0)
+
+
+def test_a_model_without_lm_head_gives_hidden_states_only(checkpoint, models):
+    full, hf = models("llama")
+    headless = ponder.load_model(checkpoint("llama"), lm_head=False)  # the checkpoint's lm_head.weight is ignored
+    assert headless.lm_head is None and not headless.has_lm_head
+    prompts = [[5, 6, 7, 8, 9], [3, 4]]
+    cache = headless.new_cache(num_blocks=8, block_size=4)
+    seqs, out = headless.start(cache, prompts, hidden=True)
+    assert out.logits is None and out.num_tokens == 7
+    oracle = HFOracle(hf)
+    for i, prompt in enumerate(prompts):
+        torch.testing.assert_close(out.hidden[i], oracle.hidden(prompt)[-1], atol=1e-4, rtol=0)
+    with pytest.raises(ValueError, match="logit_rows given, but this model has no LM head"):
+        headless.step(cache, seqs[:1], [[1]], logit_rows=[0])
+    with pytest.raises(ValueError, match="built without an LM head"):
+        headless.forward_dense(torch.tensor([prompts[0]]))
+    out = headless.step(cache, seqs, [[1, 2], [3]], hidden_rows=[])
+    assert out.logits is None and out.hidden.shape == (0, headless.config.hidden_size) and out.num_tokens == 3

@@ -50,18 +50,23 @@ class StepOutput:
 
     Attributes
     ----------
-    logits : float32 [R, vocab_size]
-        Logits at the requested rows of the packed new tokens (``logit_rows``).
+    logits : float32 [R, vocab_size], or None
+        Logits at the requested rows of the packed new tokens (``logit_rows``); None for
+        a model without an LM head (a reward model with a head of its own).
     hidden : [R2, hidden_size] in the model dtype, or None
         Final hidden states (after the last RMSNorm) at ``hidden_rows``; None when none
         were asked for.
+
+    num_tokens : int
+        Tokens the forward ran over (T, the packed new tokens), for budget accounting.
 
     Both are inference tensors (made under ``torch.inference_mode``): ``.clone()`` one
     outside inference mode to use it in autograd.
     """
 
-    logits: torch.Tensor
+    logits: torch.Tensor | None
     hidden: torch.Tensor | None
+    num_tokens: int
 
 
 class RMSNorm(nn.Module):
@@ -134,10 +139,14 @@ class CausalLM(nn.Module):
         float dtype (float32, float16 or bfloat16)
     backend : {"reference", "cpu", "cuda", "triton"}, optional
         KV ops backend; default the best for the device (see :mod:`ponder.ops`).
+    lm_head : bool
+        False builds the decoder without its output projection (untied models only), as
+        reward models with a classification head are stored; :meth:`step` then returns
+        hidden states only.
     """
 
     def __init__(self, config: ModelConfig, *, device: str | torch.device | None = None,
-                 dtype: torch.dtype = torch.float32, backend: str | None = None):
+                 dtype: torch.dtype = torch.float32, backend: str | None = None, lm_head: bool = True):
         super().__init__()
         if not isinstance(config, ModelConfig):
             raise TypeError(f"config must be a ponder.models.ModelConfig, got {type(config).__name__}")
@@ -152,7 +161,8 @@ class CausalLM(nn.Module):
         self.embed = nn.Embedding(config.vocab_size, config.hidden_size, **factory)
         self.layers = nn.ModuleList(DecoderLayer(config, **factory) for _ in range(config.num_layers))
         self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps, **factory)
-        self.lm_head = None if config.tie_word_embeddings else \
+        self.has_lm_head = lm_head or config.tie_word_embeddings
+        self.lm_head = None if config.tie_word_embeddings or not lm_head else \
             nn.Linear(config.hidden_size, config.vocab_size, bias=False, **factory)
         self.rope = RotaryEmbedding(config.head_dim, config.rope_theta, config.rope_scaling, **factory)
         self.reset_parameters()
@@ -181,6 +191,8 @@ class CausalLM(nn.Module):
     @property
     def output_weight(self) -> torch.Tensor:
         """The output projection [vocab_size, hidden_size]: ``lm_head.weight``, or the embeddings when tied."""
+        if not self.has_lm_head:
+            raise ValueError("this model was built without an LM head (lm_head=False): it gives hidden states only")
         return self.embed.weight if self.lm_head is None else self.lm_head.weight
 
     def hf_state_dict(self) -> dict[str, torch.Tensor]:
@@ -244,13 +256,15 @@ class CausalLM(nn.Module):
         seq_ids : S distinct live sequences of ``cache``
         new_tokens : S lists of token ids in ``[0, vocab_size)``, each non-empty
         logit_rows : int64 [R] (or a list), rows of the packed tokens in ``[0, T)`` whose
-            logits to return; default the last new token of each sequence (R = S)
+            logits to return; default the last new token of each sequence (R = S), or none
+            for a model without an LM head
         hidden_rows : int64 [R2] (or a list), rows whose final hidden states to return;
             default none
 
         Returns
         -------
-        StepOutput: ``logits`` float32 [R, vocab_size], ``hidden`` [R2, hidden_size] or None.
+        StepOutput: ``logits`` float32 [R, vocab_size] (None without an LM head), ``hidden``
+        [R2, hidden_size] or None.
 
         Raises
         ------
@@ -272,8 +286,10 @@ class CausalLM(nn.Module):
         tokens, lengths = self._pack("new_tokens", new_tokens)
         total = tokens.shape[0]
         if logit_rows is None:
-            logit_rows = torch.tensor(list(accumulate(lengths)), dtype=torch.int64) - 1
+            logit_rows = torch.tensor(list(accumulate(lengths)), dtype=torch.int64) - 1 if self.has_lm_head else []
         logit_rows = self._rows("logit_rows", logit_rows, total)
+        if not self.has_lm_head and logit_rows.numel():
+            raise ValueError("logit_rows given, but this model has no LM head (lm_head=False): ask for hidden_rows")
         hidden_rows = None if hidden_rows is None else self._rows("hidden_rows", hidden_rows, total)
         self.rope.ensure(cache.pool.num_blocks * cache.block_size)  # no sequence is longer than the cache
         tokens = tokens.to(self.device)
@@ -283,11 +299,12 @@ class CausalLM(nn.Module):
             if plan.copy_src.numel():
                 ops.copy_blocks(cache.k, cache.v, plan.copy_src, plan.copy_dst, backend=self.backend)
             x = self._forward_paged(tokens, cache, plan)
-            logits = self._logits(self.norm(x[logit_rows]))
+            logits = self._logits(self.norm(x[logit_rows])) if self.has_lm_head else None
             hidden = None if hidden_rows is None else self.norm(x[hidden_rows])
-        return StepOutput(logits, hidden)
+        return StepOutput(logits, hidden, total)
 
-    def start(self, cache: KVCache, prompts: Sequence[Sequence[int]]) -> tuple[list[int], StepOutput]:
+    def start(self, cache: KVCache, prompts: Sequence[Sequence[int]], *,
+              hidden: bool = False) -> tuple[list[int], StepOutput]:
         """Start one sequence per prompt and run the prompts through the model in one step.
 
         Each prompt's prefix already in the cache's prefix cache (whole blocks) is
@@ -296,7 +313,9 @@ class CausalLM(nn.Module):
         Returns
         -------
         (seq_ids, out): the new sequences, and ``out.logits`` float32 [len(prompts), vocab_size],
-        the logits after each prompt's last token.
+        the logits after each prompt's last token (None without an LM head); with
+        ``hidden=True`` also ``out.hidden`` [len(prompts), hidden_size], the final hidden
+        states there.
 
         On failure the new sequences are freed again and the error re-raised.
         """
@@ -309,7 +328,9 @@ class CausalLM(nn.Module):
                 seq_id, cached = cache.add_sequence(prompt)
                 seq_ids.append(seq_id)
                 remainders.append(prompt[cached:])
-            out = self.step(cache, seq_ids, remainders)
+            last_rows = torch.tensor(list(accumulate(len(r) for r in remainders)), dtype=torch.int64) - 1
+            out = self.step(cache, seq_ids, remainders, logit_rows=last_rows if self.has_lm_head else None,
+                            hidden_rows=last_rows if hidden else None)
         except BaseException:
             for seq_id in seq_ids:
                 cache.free(seq_id)
@@ -423,7 +444,7 @@ class CausalLM(nn.Module):
 
     def _rows(self, name: str, rows, total: int) -> torch.Tensor:
         """``rows`` as an int64 [R] tensor on the model's device, each in ``[0, total)``."""
-        rows = torch.as_tensor(rows)
+        rows = torch.as_tensor(rows, dtype=None if len(rows) else torch.int64)  # [] would be float32
         if rows.dtype in (torch.bool, torch.uint8) or rows.is_floating_point() or rows.is_complex() or rows.dim() != 1:
             raise ValueError(f"{name} must be a 1-D tensor of int64 row indices, got {rows.dtype} of shape "
                              f"{tuple(rows.shape)}")

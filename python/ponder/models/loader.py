@@ -16,14 +16,14 @@ import torch
 from ponder.models.config import ModelConfig
 from ponder.models.llama import CausalLM
 
-__all__ = ["load_model", "save_pretrained"]
+__all__ = ["load_model", "read_weights", "save_pretrained"]
 
 _INDEX = "model.safetensors.index.json"
 _WEIGHTS = "model.safetensors"
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
-               backend: str | None = None) -> CausalLM:
+               backend: str | None = None, *, lm_head: bool = True, other_weights: tuple[str, ...] = ()) -> CausalLM:
     """Load a Llama / Mistral / Qwen2 checkpoint directory into ponder's model.
 
     Parameters
@@ -32,6 +32,11 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", dtype: torc
     device : where the weights go
     dtype : float32, float16 or bfloat16; checkpoint tensors are converted to it
     backend : KV ops backend for :meth:`CausalLM.step` (default: the best for the device)
+    lm_head : False loads the decoder without its output projection (a reward model
+        stored with a head of its own instead); a ``lm_head.weight`` in the checkpoint is
+        then ignored
+    other_weights : name prefixes (e.g. ``("score.",)``) of weights the caller reads
+        itself with :func:`read_weights`; they are not reported as unexpected
 
     Returns
     -------
@@ -51,7 +56,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", dtype: torc
         raise FileNotFoundError(f"{path} is not a directory: expected a Hugging Face checkpoint directory "
                                 "(config.json + *.safetensors)")
     config = ModelConfig.from_file(path)
-    model = CausalLM(config, device="meta", dtype=dtype, backend=backend)  # shapes only, no memory, no init
+    model = CausalLM(config, device="meta", dtype=dtype, backend=backend, lm_head=lm_head)  # shapes only, no init
     expected = {name: tuple(t.shape) for name, t in model.hf_state_dict().items()}
     located = _locate_weights(path)
 
@@ -60,9 +65,11 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", dtype: torc
         more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
         raise ValueError(f"checkpoint {path} lacks the weight {missing[0]}{more}, which a {config.model_type} model "
                          f"with this config.json needs")
-    ignored = {"lm_head.weight"} if config.tie_word_embeddings else set()  # some tied checkpoints store it anyway
+    # Some tied checkpoints store lm_head.weight anyway.
+    ignored = {"lm_head.weight"} if config.tie_word_embeddings or not lm_head else set()
     unexpected = [name for name in located
-                  if name not in expected and name not in ignored and not name.endswith("rotary_emb.inv_freq")]
+                  if name not in expected and name not in ignored and not name.endswith("rotary_emb.inv_freq")
+                  and not name.startswith(tuple(other_weights))]
     if unexpected:
         more = f" (and {len(unexpected) - 1} more)" if len(unexpected) > 1 else ""
         raise ValueError(f"checkpoint {path} holds the weight {unexpected[0]}{more}, which a {config.model_type} "
@@ -82,6 +89,21 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", dtype: torc
             for name, target in model.hf_state_dict().items():
                 target.copy_(handles[located[name]].get_tensor(name))
     return model
+
+
+def read_weights(path: str | Path, prefix: str) -> dict[str, torch.Tensor]:
+    """Every weight of the checkpoint directory ``path`` whose name starts with ``prefix``.
+
+    Returns ``{name without the prefix: tensor}`` as stored (dtype and all), on the CPU;
+    empty when there is none.
+    """
+    located = _locate_weights(Path(path))
+    out = {}
+    for name, file in located.items():
+        if name.startswith(prefix):
+            with _safetensors().safe_open(file, framework="pt", device="cpu") as handle:
+                out[name[len(prefix):]] = handle.get_tensor(name)
+    return out
 
 
 def save_pretrained(model: CausalLM, directory: str | Path) -> Path:
