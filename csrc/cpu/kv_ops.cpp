@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <vector>
 
+#include "float_dtypes.h"
 #include "kv_checks.h"
 #include "ponder/kv_ops.h"
 #include "ponder_ops.h"
@@ -20,21 +21,6 @@ void check_cpu(const at::Tensor& k_cache) {
 
 CacheShape cache_shape(const at::Tensor& cache) {
   return {cache.size(0), cache.size(1), cache.size(2), cache.size(3), cache.size(4)};
-}
-
-// Calls fn(typed pointer) with a cache-dtype tensor's storage as the kernels' element type.
-template <typename Fn>
-void dispatch_cache_dtype(at::ScalarType dtype, Fn&& fn) {
-  switch (dtype) {
-    case at::kFloat:
-      return fn(static_cast<const float*>(nullptr));
-    case at::kHalf:
-      return fn(static_cast<const Float16Bits*>(nullptr));
-    case at::kBFloat16:
-      return fn(static_cast<const BFloat16Bits*>(nullptr));
-    default:
-      TORCH_CHECK(false, "unsupported cache dtype ", dtype);
-  }
 }
 
 template <typename T>
@@ -173,7 +159,7 @@ void paged_attention(const at::Tensor& q, const at::Tensor& k_cache, const at::T
       }
     });
   };
-  dispatch_cache_dtype(q.scalar_type(), [&](const auto* elem_type) {
+  dispatch_float_dtype<Float16Bits, BFloat16Bits>(q.scalar_type(), "cache", [&](const auto* elem_type) {
     if (tables.scalar_type() == at::kInt) {
       attend(elem_type, static_cast<const int32_t*>(nullptr));
     } else {

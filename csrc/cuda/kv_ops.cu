@@ -12,6 +12,7 @@
 
 #include <climits>
 
+#include "float_dtypes.h"
 #include "kv_checks.h"
 #include "ponder/kv_ops.cuh"
 #include "ponder_ops.h"
@@ -23,22 +24,6 @@ namespace kernels = ponder::cuda_kv;
 
 void check_cuda(const at::Tensor& k_cache) {
   TORCH_CHECK(k_cache.is_cuda(), "the cuda KV cache kernels need CUDA tensors, got ", k_cache.device());
-}
-
-// Calls fn(type tag) with a null pointer of the CUDA element type of a cache dtype: float,
-// __half or __nv_bfloat16 (the layouts of at::Half and at::BFloat16).
-template <typename Fn>
-void dispatch_cache_dtype(at::ScalarType dtype, Fn&& fn) {
-  switch (dtype) {
-    case at::kFloat:
-      return fn(static_cast<float*>(nullptr));
-    case at::kHalf:
-      return fn(static_cast<__half*>(nullptr));
-    case at::kBFloat16:
-      return fn(static_cast<__nv_bfloat16*>(nullptr));
-    default:
-      TORCH_CHECK(false, "unsupported cache dtype ", dtype);
-  }
 }
 
 template <typename T>
@@ -70,7 +55,7 @@ void write_kv(at::Tensor& k_cache, at::Tensor& v_cache, int64_t layer, const at:
   const c10::cuda::CUDAGuard device_guard(k_cache.device());
   const at::Tensor slots = slot_mapping.contiguous();
   const int64_t layer_elems = k_cache[0].numel();
-  dispatch_cache_dtype(k_cache.scalar_type(), [&](auto* type_tag) {
+  dispatch_float_dtype<__half, __nv_bfloat16>(k_cache.scalar_type(), "cache", [&](auto* type_tag) {
     using T = std::remove_pointer_t<decltype(type_tag)>;
     const auto rows = [](const at::Tensor& t) {
       return kernels::TokenRows<T>{typed<T>(t), t.stride(0), t.stride(1), t.stride(2)};
@@ -103,7 +88,7 @@ void paged_attention(const at::Tensor& q, const at::Tensor& k_cache, const at::T
                                                 /*out_int32=*/false, /*right=*/true);
   const int64_t layer_elems = k_cache[0].numel();
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
-  dispatch_cache_dtype(q.scalar_type(), [&](auto* type_tag) {
+  dispatch_float_dtype<__half, __nv_bfloat16>(q.scalar_type(), "cache", [&](auto* type_tag) {
     using T = std::remove_pointer_t<decltype(type_tag)>;
     const auto launch = [&](auto* index_tag) {
       using Index = std::remove_pointer_t<decltype(index_tag)>;

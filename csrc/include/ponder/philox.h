@@ -11,11 +11,7 @@
 
 #include <cstdint>
 
-#if defined(__CUDACC__)
-#define PONDER_HOST_DEVICE __host__ __device__ __forceinline__
-#else
-#define PONDER_HOST_DEVICE inline
-#endif
+#include "ponder/host_device.h"
 
 namespace ponder {
 

@@ -19,14 +19,10 @@ import numbers
 import torch
 
 from ponder.ops._backend import has_cpu_kernels, resolve_backend, values_checkable
+from ponder.ops._checks import check_tensor, first_bad
 from ponder.reference import kv_ops as reference
 
 _CACHE_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
-
-
-def _check_tensor(name: str, value) -> None:
-    if not isinstance(value, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
 
 
 def _check_same_dtype_and_device(name: str, value: torch.Tensor, k_cache: torch.Tensor) -> None:
@@ -39,7 +35,7 @@ def _check_same_dtype_and_device(name: str, value: torch.Tensor, k_cache: torch.
 def _check_caches(k_cache, v_cache) -> None:
     """Both caches: [num_layers, num_blocks, block_size, num_kv_heads, head_dim], one float dtype and device."""
     for name, cache in (("k_cache", k_cache), ("v_cache", v_cache)):
-        _check_tensor(name, cache)
+        check_tensor(name, cache)
         if cache.dim() != 5:
             raise ValueError(f"{name} must be 5-D [num_layers, num_blocks, block_size, num_kv_heads, head_dim], "
                              f"got shape {tuple(cache.shape)}")
@@ -54,21 +50,13 @@ def _check_caches(k_cache, v_cache) -> None:
 
 
 def _check_index(name: str, value, k_cache: torch.Tensor, *, dims: int, dtypes=(torch.int64,)) -> None:
-    _check_tensor(name, value)
+    check_tensor(name, value)
     if value.dtype not in dtypes:
         raise TypeError(f"{name} must be {' or '.join(str(d) for d in dtypes)}, got {value.dtype}")
     if value.dim() != dims:
         raise ValueError(f"{name} must be {dims}-D, got shape {tuple(value.shape)}")
     if value.device != k_cache.device:
         raise ValueError(f"{name} is on {value.device} but k_cache is on {k_cache.device}")
-
-
-def _first_bad(name: str, values: torch.Tensor, bad: torch.Tensor, expected: str) -> None:
-    """Raise ValueError naming the first entry of ``values`` where ``bad`` holds."""
-    if bool(bad.any()):
-        index = tuple(int(i) for i in bad.nonzero()[0])
-        where = ", ".join(map(str, index))
-        raise ValueError(f"{name}[{where}] = {values[index].item()} is out of range: expected {expected}")
 
 
 def _first_repeat(name: str, values: torch.Tensor) -> None:
@@ -174,8 +162,8 @@ def copy_blocks(k_cache: torch.Tensor, v_cache: torch.Tensor, src: torch.Tensor,
     num_blocks = k_cache.shape[1]
     if values_checkable(src):
         expected = f"0 <= block < {num_blocks} (num_blocks)"
-        _first_bad("src", src, (src < 0) | (src >= num_blocks), expected)
-        _first_bad("dst", dst, (dst < 0) | (dst >= num_blocks), expected)
+        first_bad("src", src, (src < 0) | (src >= num_blocks), expected)
+        first_bad("dst", dst, (dst < 0) | (dst >= num_blocks), expected)
         _first_repeat("dst", dst)
         both = torch.isin(dst, src)
         if bool(both.any()):
@@ -205,14 +193,14 @@ def write_kv(k_cache: torch.Tensor, v_cache: torch.Tensor, layer: int, k: torch.
     num_tokens = slot_mapping.shape[0]
     expected_shape = (num_tokens, *k_cache.shape[3:])
     for name, new in (("k", k), ("v", v)):
-        _check_tensor(name, new)
+        check_tensor(name, new)
         if new.shape != expected_shape:
             raise ValueError(f"{name} must have shape {list(expected_shape)} ([T, num_kv_heads, head_dim] with T = "
                              f"len(slot_mapping)), got {tuple(new.shape)}")
         _check_same_dtype_and_device(name, new, k_cache)
     if values_checkable(slot_mapping):
         num_slots = k_cache.shape[1] * k_cache.shape[2]
-        _first_bad("slot_mapping", slot_mapping, (slot_mapping < -1) | (slot_mapping >= num_slots),
+        first_bad("slot_mapping", slot_mapping, (slot_mapping < -1) | (slot_mapping >= num_slots),
                    f"-1 (skip) or 0 <= slot < {num_slots} (num_blocks * block_size)")
         _first_repeat("slot_mapping", slot_mapping[slot_mapping >= 0])
     _run("write_kv", backend, k_cache.device, k_cache, v_cache, layer, k, v, slot_mapping)
@@ -221,15 +209,15 @@ def write_kv(k_cache: torch.Tensor, v_cache: torch.Tensor, layer: int, k: torch.
 def _check_attention_values(k_cache, block_tables, seq_lens, query_lens, num_tokens: int) -> None:
     block_size = k_cache.shape[2]
     capacity = block_tables.shape[1] * block_size
-    _first_bad("query_lens", query_lens, query_lens < 0, ">= 0")
+    first_bad("query_lens", query_lens, query_lens < 0, ">= 0")
     if int(query_lens.sum()) != num_tokens:
         raise ValueError(f"query_lens sums to {int(query_lens.sum())} but q has {num_tokens} tokens: "
                          "expected sum(query_lens) == q.shape[0]")
-    _first_bad("seq_lens", seq_lens, (seq_lens < query_lens) | (seq_lens > capacity),
+    first_bad("seq_lens", seq_lens, (seq_lens < query_lens) | (seq_lens > capacity),
                f"query_lens[s] <= seq_lens[s] <= {capacity} (max_blocks * block_size)")
     used = torch.arange(block_tables.shape[1]) < ((seq_lens + block_size - 1) // block_size)[:, None]
     num_blocks = k_cache.shape[1]
-    _first_bad("block_tables", block_tables, used & ((block_tables < 0) | (block_tables >= num_blocks)),
+    first_bad("block_tables", block_tables, used & ((block_tables < 0) | (block_tables >= num_blocks)),
                f"0 <= block < {num_blocks} (num_blocks) for the blocks within seq_lens")
 
 
@@ -265,7 +253,7 @@ def paged_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tenso
     [T_total, num_q_heads, head_dim] in q's dtype (``out`` when given). Scores, softmax
     and the weighted sum are computed in float32.
     """
-    _check_tensor("q", q)
+    check_tensor("q", q)
     _check_caches(k_cache, v_cache)
     layer = _check_layer(layer, k_cache)
     num_kv_heads, head_dim = k_cache.shape[3:]
@@ -289,7 +277,7 @@ def paged_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tenso
     if out is None:
         out = torch.empty(q.shape, dtype=q.dtype, device=q.device)
     else:
-        _check_tensor("out", out)
+        check_tensor("out", out)
         if out.shape != q.shape or out.dtype != q.dtype or out.device != q.device or not out.is_contiguous():
             raise ValueError(f"out must be a contiguous {q.dtype} tensor of shape {tuple(q.shape)} on {q.device}, "
                              f"got a {out.dtype} tensor of shape {tuple(out.shape)} on {out.device} "
