@@ -3,6 +3,7 @@
 #pragma once
 
 #include <ATen/core/Tensor.h>
+#include <c10/util/string_view.h>
 
 #include <tuple>
 
@@ -21,7 +22,13 @@ namespace ponder {
                 const at::Tensor& v, const at::Tensor& slot_mapping);                                            \
   void paged_attention(const at::Tensor& q, const at::Tensor& k_cache, const at::Tensor& v_cache, int64_t layer, \
                        const at::Tensor& block_tables, const at::Tensor& seq_lens,                               \
-                       const at::Tensor& query_lens, double scale, at::Tensor& out);
+                       const at::Tensor& query_lens, double scale, at::Tensor& out);                             \
+  std::tuple<at::Tensor, at::Tensor, at::Tensor> step_scores(                                                    \
+      const at::Tensor& head_logits, const at::Tensor& rows, const at::Tensor& solution,                         \
+      const at::Tensor& prior_value, const at::Tensor& prior_count, c10::string_view head, int64_t good,         \
+      int64_t bad, c10::string_view aggregate);                                                                  \
+  std::tuple<at::Tensor, at::Tensor, at::Tensor> vote(const at::Tensor& answers, const at::Tensor& scores,       \
+                                                      const at::Tensor& offsets, c10::string_view method);
 
 namespace cpu {
 PONDER_BACKEND_OPS

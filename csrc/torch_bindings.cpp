@@ -26,6 +26,16 @@ TORCH_LIBRARY(ponder, m) {
   m.def(
       "paged_attention(Tensor q, Tensor k_cache, Tensor v_cache, int layer, Tensor block_tables, Tensor seq_lens, "
       "Tensor query_lens, float scale, Tensor(a!) out) -> ()");
+  // PRM scoring (python/ponder/reference/scoring.py). head_logits: float32/float16/bfloat16
+  // [T, C], any strides; rows, solution: int64 [P]; prior_value: float32 [S]; prior_count:
+  // int64 [S]; head: 'pair' | 'sigmoid'; aggregate: 'last' | 'min' | 'prod' | 'mean'.
+  // Returns scores float32 [P], value float32 [S], count int64 [S].
+  m.def(
+      "step_scores(Tensor head_logits, Tensor rows, Tensor solution, Tensor prior_value, Tensor prior_count, "
+      "str head, int good, int bad, str aggregate) -> (Tensor, Tensor, Tensor)");
+  // answers: int64 [N] (-1: none); scores: float32 [N]; offsets: int64 [G + 1]; method:
+  // 'max' | 'weighted' | 'majority'. Returns winner int64 [G], answer int64 [G], weight float32 [G].
+  m.def("vote(Tensor answers, Tensor scores, Tensor offsets, str method) -> (Tensor, Tensor, Tensor)");
 }
 
 TORCH_LIBRARY_IMPL(ponder, CPU, m) {
@@ -34,6 +44,8 @@ TORCH_LIBRARY_IMPL(ponder, CPU, m) {
   m.impl("copy_blocks", &ponder::cpu::copy_blocks);
   m.impl("write_kv", &ponder::cpu::write_kv);
   m.impl("paged_attention", &ponder::cpu::paged_attention);
+  m.impl("step_scores", &ponder::cpu::step_scores);
+  m.impl("vote", &ponder::cpu::vote);
 }
 
 #ifdef PONDER_WITH_CUDA
