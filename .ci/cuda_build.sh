@@ -62,7 +62,8 @@ from ponder import _C
 
 assert not ponder.__file__.startswith(os.environ["PONDER_REPO"] + "/python"), f"imported the source tree: {ponder.__file__}"
 assert _C.WITH_CUDA == 1, f"ponder._C.WITH_CUDA = {_C.WITH_CUDA}: built without the CUDA kernels"
-for op in ("ponder::filtered_probs", "ponder::sample", "ponder::copy_blocks", "ponder::write_kv", "ponder::paged_attention"):
+for op in ("ponder::filtered_probs", "ponder::sample", "ponder::copy_blocks", "ponder::write_kv", "ponder::paged_attention",
+           "ponder::step_scores", "ponder::vote"):
     for key in ("CPU", "CUDA"):
         assert torch._C._dispatch_has_kernel_for_dispatch_key(op, key), f"{op} has no {key} kernel"
 print(f"ok: {_C.__file__} has CPU and CUDA kernels (torch {torch.__version__})")

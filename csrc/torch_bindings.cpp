@@ -55,6 +55,8 @@ TORCH_LIBRARY_IMPL(ponder, CUDA, m) {
   m.impl("copy_blocks", &ponder::cuda::copy_blocks);
   m.impl("write_kv", &ponder::cuda::write_kv);
   m.impl("paged_attention", &ponder::cuda::paged_attention);
+  m.impl("step_scores", &ponder::cuda::step_scores);
+  m.impl("vote", &ponder::cuda::vote);
 }
 #endif
 
