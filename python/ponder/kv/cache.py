@@ -259,6 +259,31 @@ class KVCache:
             raise
         self.commit(plan)
 
+    def blocks_needed(self, seq_ids: Sequence[int], new_counts: Sequence[int]) -> int:
+        """New blocks a step appending ``new_counts[i]`` tokens to ``seq_ids[i]`` would allocate.
+
+        Compare with ``pool.available()`` to know beforehand whether the step fits (a
+        caller stepping two caches together checks both before touching either).
+        """
+        bs = self.block_size
+        # Against simulated reference counts: a copy-on-write by one sequence can leave
+        # its sibling the sole owner of the old block.
+        refs: dict[int, int] = {}
+        needed = 0
+        for seq_id, count in zip(seq_ids, new_counts):
+            if not count:
+                continue
+            seq = self._seq(seq_id)
+            length = seq.num_tokens
+            if length % bs:  # the tail's last block is partially filled
+                last = seq.blocks[-1]
+                refs.setdefault(last, self.pool.ref_count(last))
+                if refs[last] > 1:
+                    refs[last] -= 1
+                    needed += 1
+            needed += -(-(length + count) // bs) - -(-length // bs)
+        return needed
+
     def begin_step(self, seq_ids: Sequence[int], new_tokens: Sequence[Sequence[int]]) -> StepPlan:
         """Apply the bookkeeping of a step and return its plan (see :meth:`step`).
 
@@ -272,22 +297,7 @@ class KVCache:
             raise ValueError("a sequence appears twice in one step")
         seqs = [self._seq(s) for s in seq_ids]
         bs = self.block_size
-
-        # Count first, against simulated reference counts: a copy-on-write by one
-        # sequence can leave its sibling the sole owner of the old block.
-        refs: dict[int, int] = {}
-        needed = 0
-        for seq, new in zip(seqs, new_tokens):
-            if not new:
-                continue
-            length = seq.num_tokens
-            if length % bs:  # the tail's last block is partially filled
-                last = seq.blocks[-1]
-                refs.setdefault(last, self.pool.ref_count(last))
-                if refs[last] > 1:
-                    refs[last] -= 1
-                    needed += 1
-            needed += -(-(length + len(new)) // bs) - -(-length // bs)
+        needed = self.blocks_needed(seq_ids, [len(new) for new in new_tokens])
         if needed > self.pool.available():
             raise OutOfBlocks(
                 f"this step needs {needed} new blocks but only {self.pool.available()} of {self.pool.num_blocks} "
