@@ -1,0 +1,221 @@
+"""The bookkeeping every search method shares: policy and verifier in lockstep, the tree, the spend.
+
+A :class:`SearchRun` wraps one call of a method. Its operations are the methods'
+vocabulary, each one batched call underneath:
+
+* :meth:`SearchRun.start`: a root per question, in the policy and the verifier;
+* :meth:`SearchRun.expand`: ``k`` children of each branch (policy expand, verifier fork);
+  :meth:`SearchRun.first_steps` starts the questions and expands the roots;
+* :meth:`SearchRun.score`: the verifier's value of each branch;
+* :meth:`SearchRun.drop`: free a branch in both (pruned, finished with, or a roll-out);
+* :meth:`SearchRun.result`: select an answer per prompt from its candidates.
+
+Every branch the run creates is freed by :meth:`SearchRun.close` (also on error), so
+the policy's and the PRM's KV pools end as they started.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Callable, Hashable, Iterator, Sequence
+
+import torch
+
+from ponder import ops
+from ponder.search.budget import Spend
+from ponder.search.policy import Branch, Policy, Sampling
+from ponder.search.tree import SearchTree
+from ponder.search.verifier import Verifier
+
+__all__ = ["Candidate", "PromptResult", "SearchResult", "SearchRun", "SELECTIONS"]
+
+SELECTIONS = ("max", "weighted", "majority")
+AnswerOf = Callable[[Branch], Hashable | None]
+
+
+@dataclass
+class Candidate:
+    """A solution the search ended with."""
+
+    uid: int
+    steps: list[str]
+    answer: Hashable | None
+    score: float
+    finished: bool
+
+    @property
+    def text(self) -> str:
+        return "\n".join(self.steps)
+
+
+@dataclass
+class PromptResult:
+    """One prompt's outcome: the selected answer and solution, and every candidate with its score."""
+
+    question: str
+    answer: Hashable | None
+    solution: Candidate | None
+    candidates: list[Candidate]
+    weight: float  # the winning score, score sum or vote count
+
+
+@dataclass
+class SearchResult:
+    """What a search method returns, for all its prompts."""
+
+    method: str
+    results: list[PromptResult]
+    tree: SearchTree
+    spend: Spend
+    config: dict = field(default_factory=dict)
+
+    @property
+    def answers(self) -> list[Hashable | None]:
+        return [r.answer for r in self.results]
+
+    def to_dict(self) -> dict:
+        return {"method": self.method, "config": self.config, "spend": self.spend.to_dict(),
+                "results": [{"question": r.question, "answer": r.answer, "weight": r.weight,
+                             "solution": None if r.solution is None else r.solution.text,
+                             "candidates": [{"uid": c.uid, "text": c.text, "answer": c.answer, "score": c.score,
+                                             "finished": c.finished} for c in r.candidates]}
+                            for r in self.results],
+                "tree": self.tree.to_dict()}
+
+
+class SearchRun:
+    """One method call over many prompts: see the module docstring."""
+
+    def __init__(self, policy: Policy, verifier: Verifier, answer_of: AnswerOf, *, seed: int = 0):
+        self.policy, self.verifier, self.answer_of, self.seed = policy, verifier, answer_of, seed
+        self.tree = SearchTree()
+        self.spend = Spend()
+        self._live: dict[int, Branch] = {}
+        self._round = 0  # distinct seeds for each expand call
+        self.tokens_by_prompt: Counter[int] = Counter()  # tokens sampled for each prompt
+
+    @contextlib.contextmanager
+    def running(self) -> Iterator["SearchRun"]:
+        """Time the run, and free whatever is still live when it ends (normally or not)."""
+        try:
+            with self.spend.wall():
+                yield self
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        for branch in list(self._live.values()):
+            self.drop(branch)
+
+    def start(self, questions: Sequence[str]) -> list[Branch]:
+        self.questions = list(questions)
+        roots = self.policy.start(self.questions, self.spend)
+        for root in roots:
+            self._live[root.uid] = root
+            self.tree.add(root.uid, None, root.prompt, self.questions[root.prompt])
+        self.verifier.attach(roots, self.questions, self.spend)
+        return roots
+
+    def first_steps(self, questions: Sequence[str], n: int, sampling: Sampling) -> list[list[Branch]]:
+        """Start the questions and sample ``n`` first steps of each; the roots are freed."""
+        roots = self.start(questions)
+        firsts = self.expand(roots, n, sampling)
+        for root in roots:
+            self.drop(root, "kept")
+        return firsts
+
+    def expand(self, branches: Sequence[Branch], k: int | Sequence[int], sampling: Sampling, *,
+               status: str = "open") -> list[list[Branch]]:
+        """``k`` children of each branch, one step longer; the verifier follows."""
+        self._round += 1
+        groups = self.policy.expand(branches, k, sampling, hash((self.seed, self._round)) & (2**63 - 1), self.spend)
+        out = []
+        for parent, steps in zip(branches, groups):
+            children = [s.branch for s in steps]
+            self.verifier.fork(parent, children)
+            for step in steps:
+                child = step.branch
+                self.tokens_by_prompt[child.prompt] += step.num_tokens
+                self._live[child.uid] = child
+                node = self.tree.add(child.uid, parent.uid, child.prompt, step.text, finished=child.finished,
+                                     status=status)
+                if child.finished:
+                    answer = self.answer_of(child)
+                    node.answer = None if answer is None else str(answer)
+            out.append(children)
+        return out
+
+    def advance(self, branches: Sequence[Branch], sampling: Sampling, max_steps: int | None = None, *,
+                rollout: bool = False) -> list[Branch]:
+        """Extend each branch step by step, all in one batch, until finished (or after ``max_steps`` steps).
+
+        Returns the last branch of each chain. Without ``rollout`` each extended branch
+        is freed as ``kept`` along the way; with it the given branches stay live (they are
+        candidates being evaluated) and every branch made is a roll-out, for the caller
+        to score and drop.
+        """
+        chains = list(branches)
+        live = [i for i, b in enumerate(chains) if not b.finished]
+        steps = 0
+        while live and (max_steps is None or steps < max_steps):
+            nexts = self.expand([chains[i] for i in live], 1, sampling, status="rollout" if rollout else "open")
+            for i, (child,) in zip(live, nexts):
+                if not (rollout and chains[i] is branches[i]):
+                    self.drop(chains[i], None if rollout else "kept")
+                chains[i] = child
+            live = [i for i in live if not chains[i].finished]
+            steps += 1
+        return chains
+
+    def score(self, branches: Sequence[Branch]) -> torch.Tensor:
+        """float32 [S]: the verifier's value of each branch (recorded in the tree)."""
+        if not branches:
+            return torch.empty(0)
+        values = self.verifier.score(branches, self.spend)
+        for branch, value in zip(branches, values.tolist()):
+            self.tree.nodes[branch.uid].score = value
+        return values
+
+    def drop(self, branch: Branch, status: str | None = None) -> None:
+        """Free ``branch`` in the policy and the verifier."""
+        if status is not None:
+            self.tree.nodes[branch.uid].status = status
+        if self._live.pop(branch.uid, None) is not None:
+            self.verifier.free(branch)
+            self.policy.free(branch)
+
+    def result(self, method: str, finals: Sequence[Sequence[tuple[Branch, float]]], selection: str,
+               config: dict) -> SearchResult:
+        """Select each prompt's answer among its final (branch, score) candidates.
+
+        ``selection``: ``max`` (the best-scored candidate), ``weighted`` (the answer with
+        the largest score sum) or ``majority`` (the most frequent answer).
+        """
+        if selection not in SELECTIONS:
+            raise ValueError(f"selection must be one of {SELECTIONS}, got {selection!r}")
+        ids: dict[Hashable, int] = {}
+        answers, scores, offsets, candidates = [], [], [0], []
+        for prompt_finals in finals:
+            mine = []
+            for branch, score in prompt_finals:
+                answer = self.answer_of(branch) if branch.finished else None
+                answers.append(-1 if answer is None else ids.setdefault(answer, len(ids)))
+                scores.append(score)
+                mine.append(Candidate(branch.uid, list(branch.steps), answer, score, branch.finished))
+                self.tree.nodes[branch.uid].status = "final"
+            candidates.append(mine)
+            offsets.append(offsets[-1] + len(mine))
+        vote = ops.vote(torch.tensor(answers, dtype=torch.int64), torch.tensor(scores, dtype=torch.float32),
+                        torch.tensor(offsets, dtype=torch.int64), method=selection)
+        results = []
+        for g, mine in enumerate(candidates):
+            winner = int(vote.winner[g])
+            solution = None if winner < 0 else mine[winner - offsets[g]]
+            if solution is not None:
+                for node in self.tree.path(solution.uid):
+                    node.status = "chosen"
+            results.append(PromptResult(self.questions[g], None if solution is None else solution.answer, solution,
+                                        mine, float(vote.weight[g])))
+        return SearchResult(method, results, self.tree, self.spend, config)

@@ -1,0 +1,168 @@
+"""Monte-Carlo tree search over reasoning steps, batched across prompts.
+
+Each iteration, in every prompt's tree at once:
+
+1. selection: from the root, descend to the child maximising UCT,
+   ``Q + c * sqrt(ln N_parent / N_child)``, or PUCT, ``Q + c * P * sqrt(N_parent) / (1 + N_child)``
+   with ``P`` the softmax over siblings of the policy's step log-probabilities, until a
+   leaf (a node without children);
+2. expansion: an unfinished leaf gets ``k`` sampled children (one batched expand over
+   all prompts); a finished leaf is evaluated again;
+3. evaluation: each new child's value is the verifier's score (``evaluate="value"``) or
+   the verifier's score at the end of a roll-out of it to the end of the solution
+   (``evaluate="rollout"``; the roll-outs are forks, freed after scoring);
+4. back-propagation: each value is added to every node on the path, with one visit.
+
+The budget is ``iterations``, or ``max_tokens`` generated tokens per prompt (roll-outs
+included), whichever ends first; a tree whose every leaf is finished stops early. Only
+leaves hold KV: an expanded node's blocks live on in its children. The answer is the
+leaf reached by following the most-visited children (``answer="visits"``), the finished
+leaf of best value (``"value"``), or a weighted vote over finished leaves (``"vote"``).
+Generations: the steps sampled, in units of the mean number of steps of the finished
+solutions.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Sequence
+
+from ponder.search.engine import AnswerOf, SearchResult, SearchRun
+from ponder.search.policy import Branch, Policy, Sampling
+from ponder.search.verifier import Verifier
+
+__all__ = ["mcts", "TreeNode", "select_child"]
+
+ANSWERS = ("visits", "value", "vote")
+
+
+@dataclass(eq=False)
+class TreeNode:
+    """MCTS statistics of one branch."""
+
+    branch: Branch
+    parent: "TreeNode | None" = None
+    children: list["TreeNode"] = field(default_factory=list)
+    visits: int = 0
+    total: float = 0.0
+    score: float = float("nan")  # the verifier's value of the node itself
+    prior: float = 1.0
+
+    @property
+    def q(self) -> float:
+        return self.total / self.visits if self.visits else 0.0
+
+
+def select_child(node: TreeNode, c: float, puct: bool) -> TreeNode:
+    """The child maximising UCT (or PUCT); unvisited children first, ties to the earlier child."""
+    def key(child: TreeNode) -> float:
+        if child.visits == 0:
+            return math.inf
+        if puct:
+            return child.q + c * child.prior * math.sqrt(node.visits) / (1 + child.visits)
+        return child.q + c * math.sqrt(math.log(node.visits) / child.visits)
+
+    best = node.children[0]
+    for child in node.children[1:]:
+        if key(child) > key(best):
+            best = child
+    return best
+
+
+def _leaf(root: TreeNode, c: float, puct: bool) -> TreeNode:
+    node = root
+    while node.children:
+        node = select_child(node, c, puct)
+    return node
+
+
+def _backpropagate(node: TreeNode, value: float) -> None:
+    while node is not None:
+        node.visits += 1
+        node.total += value
+        node = node.parent
+
+
+def mcts(policy: Policy, verifier: Verifier, questions: Sequence[str], *, answer_of: AnswerOf, k: int = 4,
+         iterations: int = 16, max_tokens: int | None = None, c: float = 1.0, puct: bool = False,
+         evaluate: str = "value", answer: str = "visits", sampling: Sampling = Sampling(),
+         rollout_sampling: Sampling | None = None, seed: int = 0) -> SearchResult:
+    """MCTS per question (see the module docstring); all trees advance together, one batch per phase."""
+    if k < 1 or iterations < 1:
+        raise ValueError(f"k and iterations must be >= 1, got k={k}, iterations={iterations}")
+    if evaluate not in ("value", "rollout"):
+        raise ValueError(f"evaluate must be 'value' or 'rollout', got {evaluate!r}")
+    if answer not in ANSWERS:
+        raise ValueError(f"answer must be one of {ANSWERS}, got {answer!r}")
+    run = SearchRun(policy, verifier, answer_of, seed=seed)
+    with run.running():
+        roots = [TreeNode(b) for b in run.start(questions)]
+        sampled_steps = 0
+        for _ in range(iterations):
+            active = [root for root in roots if not _exhausted(root) and
+                      (max_tokens is None or run.tokens_by_prompt[root.branch.prompt] < max_tokens)]
+            if not active:
+                break
+            leaves = [_leaf(root, c, puct) for root in active]
+            grow = [leaf for leaf in leaves if not leaf.branch.finished]
+            groups = run.expand([leaf.branch for leaf in grow], k, sampling)
+            new: list[TreeNode] = []
+            for leaf, children in zip(grow, groups):
+                top = max(child.logprob for child in children)
+                weights = [math.exp(child.logprob - top) for child in children]
+                leaf.children = [TreeNode(child, leaf, prior=w / sum(weights)) for child, w in zip(children, weights)]
+                new += leaf.children
+                run.drop(leaf.branch, "kept")  # its children hold its blocks
+            sampled_steps += len(new)
+            values = _evaluate(run, [n.branch for n in new], evaluate, rollout_sampling or sampling)
+            for node, value in zip(new, values):
+                node.score = value
+                _backpropagate(node, value)
+                if node.branch.finished:
+                    run.drop(node.branch)
+            for leaf in leaves:
+                if leaf.branch.finished:  # selected again: its known value counts once more
+                    _backpropagate(leaf, leaf.score)
+        for root in roots:
+            for node in _nodes(root):
+                record = run.tree.nodes[node.branch.uid]
+                record.visits, record.value = node.visits, node.q
+        finals = [_answer_candidates(root, answer) for root in roots]
+        depths = [len(n.branch.steps) for root in roots for n in _nodes(root) if n.branch.finished]
+        run.spend.generations += math.ceil(sampled_steps * len(depths) / sum(depths)) if depths else sampled_steps
+        return run.result("mcts", finals, "weighted" if answer == "vote" else "max",
+                          {"k": k, "iterations": iterations, "max_tokens": max_tokens, "c": c, "puct": puct,
+                           "evaluate": evaluate, "answer": answer, "seed": seed, "sampling": vars(sampling)})
+
+
+def _nodes(root: TreeNode):
+    yield root
+    for child in root.children:
+        yield from _nodes(child)
+
+
+def _exhausted(root: TreeNode) -> bool:
+    """Every leaf of the tree is a finished solution: nothing is left to expand."""
+    return all(node.branch.finished for node in _nodes(root) if not node.children)
+
+
+def _evaluate(run: SearchRun, branches: list[Branch], evaluate: str, sampling: Sampling) -> list[float]:
+    values = run.score(branches)
+    if evaluate == "rollout":
+        open_ = [i for i, b in enumerate(branches) if not b.finished]
+        ends = run.advance([branches[i] for i in open_], sampling, rollout=True)
+        if ends:
+            values[open_] = run.score(ends)
+        for end in ends:
+            run.drop(end)
+    return values.tolist()
+
+
+def _answer_candidates(root: TreeNode, answer: str) -> list[tuple[Branch, float]]:
+    if answer == "visits":
+        node = root
+        while node.children:
+            node = max(node.children, key=lambda ch: (ch.visits, ch.q, -node.children.index(ch)))
+        return [] if node is root else [(node.branch, node.q)]
+    return [(n.branch, n.score) for n in _nodes(root) if n.branch.finished and not n.children and n is not root]
