@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 
 extras=()
 if [[ "${1:-}" == "--test" ]]; then
-  extras=(pytest pytest-xdist scipy hypothesis transformers "triton>=3.2")
+  extras=(pytest pytest-xdist scipy hypothesis transformers matplotlib "triton>=3.2")
 fi
 
 python3 -m venv .venv

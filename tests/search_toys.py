@@ -42,7 +42,7 @@ class ToyPolicy:
     def __init__(self):
         self.live: set[int] = set()
         self.next_uid = 0
-        self.made = 0
+        self.shift: dict[int, int] = {}  # root uid -> label shift of its first step
 
     def _branch(self, prompt: int, steps: list[str]) -> Branch:
         branch = Branch(self.next_uid, prompt, steps, finished=finished(tuple(steps)))
@@ -50,15 +50,22 @@ class ToyPolicy:
         self.live.add(branch.uid)
         return branch
 
-    def start(self, prompts, spend=None):
-        return [self._branch(i, []) for i in range(len(prompts))]
+    def start(self, prompts, spend=None, owners=None):
+        """Roots; a root prompted with earlier attempts ("Attempt i:" blocks) shifts its children's labels by their count."""
+        self.contexts = list(prompts)
+        roots = [self._branch(i if owners is None else owners[i], []) for i in range(len(prompts))]
+        for root, context in zip(roots, prompts):
+            self.shift[root.uid] = context.count("Attempt ")
+        return roots
 
     def expand(self, branches, k, sampling, seed, spend):
         counts = [k] * len(branches) if isinstance(k, int) else list(k)
         out = []
         for parent, n in zip(branches, counts):
             assert parent.uid in self.live, "expanding a freed branch"
-            kids = [] if parent.finished else [self._branch(parent.prompt, parent.steps + [str(j)]) for j in range(n)]
+            shift = self.shift.get(parent.uid, 0)
+            kids = [] if parent.finished else [self._branch(parent.prompt, parent.steps + [str(j + shift)])
+                                               for j in range(n)]
             spend.generated_tokens += len(kids)
             out.append([Step(kid, kid.steps[-1], 1) for kid in kids])
         return out

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
-from ponder.search import Sampling, beam_search, best_of_n, dvts, lookahead_search, mcts
+from ponder.search import Sampling, beam_search, best_of_n, dvts, lookahead_search, mcts, revisions
 from ponder.search.beam import rank
 from search_toys import (ToyPolicy, ToyVerifier, answer, answer_of, finished, reference_dvts, reference_lookahead,
                          reference_mcts, value, weighted_answer)
@@ -185,3 +186,70 @@ def test_mcts_answer_by_best_value_or_vote_over_finished_leaves(by):
     else:
         assert result.results[0].answer == weighted_answer(finished_leaves)[0]
     check_clean(policy, verifier)
+
+
+@pytest.mark.parametrize("chains, length, max_context", [(2, 3, 4), (3, 6, 4), (1, 5, 2), (2, 2, 0)])
+def test_revisions_see_the_last_attempts_and_select_hierarchically(chains, length, max_context):
+    policy, verifier = toys()
+    result = revisions(policy, verifier, QUESTIONS[:2], answer_of=answer_of, chains=chains, length=length,
+                       max_context=max_context)
+    for q in range(2):
+        # attempt r of a chain sees min(r, max_context) earlier attempts: its first step is that count
+        attempts = []
+        for r in range(length):
+            path = (str(min(r, max_context)),)
+            while not finished(path):
+                path += ("0",)
+            attempts.append((path, float(torch.tensor(value(path, q), dtype=torch.float32))))
+        listed = [(tuple(c.steps), c.score) for c in result.results[q].candidates]
+        assert listed == attempts * chains
+        # hierarchical: weighted best-of-N in each chain (all chains alike here), then across the chains' picks
+        best_answer, _ = weighted_answer(attempts)
+        pick = max((i for i, (p, _) in enumerate(attempts) if answer(p) == best_answer),
+                   key=lambda i: (attempts[i][1], -i))
+        assert result.results[q].answer == best_answer
+        assert result.results[q].weight == pytest.approx(chains * attempts[pick][1], rel=1e-6)
+    assert result.spend.generations == chains * length * 2
+    contexts = policy.contexts  # the last round's prompts: one per chain and question
+    assert all(c.count("Attempt ") == min(length - 1, max_context) for c in contexts)
+    check_clean(policy, verifier)
+
+
+def test_revisions_majority_counts_every_attempt():
+    policy, verifier = toys()
+    result = revisions(policy, verifier, ["q"], answer_of=answer_of, chains=3, length=4, selection="majority")
+    answers = [c.answer for c in result.results[0].candidates]
+    assert len(answers) == 12
+    assert result.results[0].weight == max(answers.count(a) for a in set(answers))
+
+
+def test_tree_renders_to_png(tmp_path):
+    pytest.importorskip("matplotlib")  # installed with the test extras; CI has it
+    policy, verifier = toys()
+    result = mcts(policy, verifier, ["q"], answer_of=answer_of, k=3, iterations=12)
+    path = result.tree.render(tmp_path / "tree.png")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with pytest.raises(ValueError, match="no node of prompt 3"):
+        result.tree.render(tmp_path / "none.png", prompt=3)
+
+
+def test_verified_solutions_export_as_jsonl(tmp_path):
+    import json
+
+    policy, verifier = toys()
+    result = best_of_n(policy, verifier, QUESTIONS[:2], 4, answer_of=answer_of)
+    path = tmp_path / "verified.jsonl"
+    written = result.export_verified(path, lambda p, c: c.answer == 0)
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    want = [(r.question, c.text) for r in result.results for c in r.candidates if c.answer == 0]
+    assert written == len(lines) == len(want) > 0
+    assert [(x["question"], x["solution"]) for x in lines] == want
+
+
+def test_progress_line_reports_rounds(capsys):
+    policy, verifier = toys()
+    beam_search(policy, verifier, ["q"], 4, 2, answer_of=answer_of, progress=True)
+    err = capsys.readouterr().err
+    assert "beam_search [" in err and "tokens=" in err and err.endswith("\n")
+    beam_search(policy, verifier, ["q"], 4, 2, answer_of=answer_of, progress=False)
+    assert capsys.readouterr().err == ""

@@ -106,3 +106,16 @@ def test_fast_path_builds_the_reference_paths_tree(policy_model, prm, method, kw
     spend = fast.spend
     assert spend.generated_tokens == slow.spend.generated_tokens > 0
     assert 0 < spend.prm_tokens and 0 < spend.policy_forward_tokens < slow.spend.policy_forward_tokens
+
+
+def test_searches_are_deterministic_under_a_seed(policy_model, prm):
+    texts = lambda result: [(n["parent"], n["text"]) for n in result.tree.to_dict()["nodes"]]  # noqa: E731
+    first = run(beam_search, policy_model, prm, reference=False, n=4, width=2)
+    again = run(beam_search, policy_model, prm, reference=False, n=4, width=2)
+    assert texts(first) == texts(again) and first.answers == again.answers
+    model, tokenizer = policy_model
+    other = ModelPolicy(model, tokenizer, prompt_template="Q: {question}\nA:\n", max_step_tokens=6, max_steps=4,
+                        cache_tokens=4096, block_size=4)
+    different = beam_search(other, PRMVerifier(prm.scorer(num_blocks=1024, block_size=4)), QUESTIONS, 4, 2,
+                            answer_of=answer_of, sampling=SAMPLING, seed=8)
+    assert texts(different) != texts(first)

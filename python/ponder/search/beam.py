@@ -36,22 +36,25 @@ def rank(scores: Sequence[float]) -> list[int]:
 
 def beam_search(policy: Policy, verifier: Verifier, questions: Sequence[str], n: int = 16, width: int = 4, *,
                 answer_of: AnswerOf, max_steps: int = 40, selection: str = "weighted",
-                sampling: Sampling = Sampling(), seed: int = 0) -> SearchResult:
+                sampling: Sampling = Sampling(), seed: int = 0,
+                progress: bool | None = None) -> SearchResult:
     """Beam search with ``n`` beams and beam width ``width`` (see the module docstring)."""
     return lookahead_search(policy, verifier, questions, n, width, 0, answer_of=answer_of, max_steps=max_steps,
-                            selection=selection, sampling=sampling, seed=seed, method="beam_search")
+                            selection=selection, sampling=sampling, seed=seed, method="beam_search",
+                            progress=progress)
 
 
 def lookahead_search(policy: Policy, verifier: Verifier, questions: Sequence[str], n: int = 16, width: int = 4,
                      k: int = 1, *, answer_of: AnswerOf, max_steps: int = 40, selection: str = "weighted",
-                     sampling: Sampling = Sampling(), seed: int = 0, method: str = "lookahead_search") -> SearchResult:
+                     sampling: Sampling = Sampling(), seed: int = 0, method: str = "lookahead_search",
+                     progress: bool | None = None) -> SearchResult:
     """Lookahead search with ``k`` greedy roll-out steps per candidate; ``k=0`` is beam search."""
     if n < 1 or width < 1 or n % width:
         raise ValueError(f"n ({n}) must be a positive multiple of the beam width ({width})")
     if k < 0 or max_steps < 1:
         raise ValueError(f"k must be >= 0 and max_steps >= 1, got k={k}, max_steps={max_steps}")
     keep = n // width
-    run = SearchRun(policy, verifier, answer_of, seed=seed)
+    run = SearchRun(policy, verifier, answer_of, seed=seed, method=method, progress=progress)
     with run.running():
         candidates = run.first_steps(questions, n, sampling)
         finals: list[list[tuple[Branch, float]]] = [[] for _ in questions]
@@ -71,6 +74,7 @@ def lookahead_search(policy: Policy, verifier: Verifier, questions: Sequence[str
                         run.drop(branch)
                     else:
                         survivors.append((p, branch, score))
+            run.tick(depth + 1, max_steps)
             if not survivors:
                 break
             groups = run.expand([b for _, b, _ in survivors], width, sampling)

@@ -12,7 +12,8 @@ __all__ = ["best_of_n"]
 
 
 def best_of_n(policy: Policy, verifier: Verifier, questions: Sequence[str], n: int, *, answer_of: AnswerOf,
-              selection: str = "weighted", sampling: Sampling = Sampling(), seed: int = 0) -> SearchResult:
+              selection: str = "weighted", sampling: Sampling = Sampling(), seed: int = 0,
+              progress: bool | None = None) -> SearchResult:
     """Sample ``n`` solutions per question to the end, score each, select an answer.
 
     Parameters
@@ -25,13 +26,14 @@ def best_of_n(policy: Policy, verifier: Verifier, questions: Sequence[str], n: i
         per answer) or ``majority`` (majority vote, scores ignored)
     sampling : sampling of every step
     seed : the run's randomness
+    progress : show a progress line on stderr (default: when stderr is a terminal)
 
     The verifier scores each solution once, at its end, over all its steps (for a PRM:
     one forward over every new token). Generations: ``n`` per question.
     """
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
-    run = SearchRun(policy, verifier, answer_of, seed=seed)
+    run = SearchRun(policy, verifier, answer_of, seed=seed, method="best_of_n", progress=progress)
     with run.running():
         firsts = run.first_steps(questions, n, sampling)
         ends = run.advance([b for group in firsts for b in group], sampling)

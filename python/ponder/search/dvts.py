@@ -20,12 +20,12 @@ __all__ = ["dvts"]
 
 def dvts(policy: Policy, verifier: Verifier, questions: Sequence[str], n: int = 16, width: int = 4, *,
          answer_of: AnswerOf, max_steps: int = 40, selection: str = "weighted", sampling: Sampling = Sampling(),
-         seed: int = 0) -> SearchResult:
+         seed: int = 0, progress: bool | None = None) -> SearchResult:
     """DVTS with ``n // width`` subtrees of beam width ``width`` per question (see the module docstring)."""
     if n < 1 or width < 1 or n % width:
         raise ValueError(f"n ({n}) must be a positive multiple of the beam width ({width})")
     subtrees = n // width
-    run = SearchRun(policy, verifier, answer_of, seed=seed)
+    run = SearchRun(policy, verifier, answer_of, seed=seed, method="dvts", progress=progress)
     with run.running():
         roots = run.start(questions)
         # Each subtree's beam; all subtrees of a prompt start at its root.
@@ -49,6 +49,7 @@ def dvts(policy: Policy, verifier: Verifier, questions: Sequence[str], n: int = 
                 else:
                     next_beams.append((p, children[best]))
             beams = next_beams
+            run.tick(depth + 1, max_steps)
             if not beams:
                 break
         run.spend.generations += n * len(questions)

@@ -17,8 +17,10 @@ the policy's and the PRM's KV pools end as they started.
 from __future__ import annotations
 
 import contextlib
+import json
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable, Hashable, Iterator, Sequence
 
 import torch
@@ -26,6 +28,7 @@ import torch
 from ponder import ops
 from ponder.search.budget import Spend
 from ponder.search.policy import Branch, Policy, Sampling
+from ponder.search.progress import Progress
 from ponder.search.tree import SearchTree
 from ponder.search.verifier import Verifier
 
@@ -75,6 +78,22 @@ class SearchResult:
     def answers(self) -> list[Hashable | None]:
         return [r.answer for r in self.results]
 
+    def export_verified(self, path: str | Path, is_correct: Callable[[int, Candidate], bool]) -> int:
+        """Append every finished candidate that ``is_correct(prompt_index, candidate)`` accepts to a JSONL file.
+
+        One line per solution, ``{"question", "solution", "answer", "score"}``: training
+        data for rejection-sampling fine-tuning (STaR / ReST-EM). Returns the lines written.
+        """
+        written = 0
+        with open(path, "a") as f:
+            for p, result in enumerate(self.results):
+                for c in result.candidates:
+                    if c.finished and is_correct(p, c):
+                        f.write(json.dumps({"question": result.question, "solution": c.text,
+                                            "answer": c.answer, "score": c.score}) + "\n")
+                        written += 1
+        return written
+
     def to_dict(self) -> dict:
         return {"method": self.method, "config": self.config, "spend": self.spend.to_dict(),
                 "results": [{"question": r.question, "answer": r.answer, "weight": r.weight,
@@ -88,8 +107,10 @@ class SearchResult:
 class SearchRun:
     """One method call over many prompts: see the module docstring."""
 
-    def __init__(self, policy: Policy, verifier: Verifier, answer_of: AnswerOf, *, seed: int = 0):
+    def __init__(self, policy: Policy, verifier: Verifier, answer_of: AnswerOf, *, seed: int = 0,
+                 method: str = "search", progress: bool | None = None):
         self.policy, self.verifier, self.answer_of, self.seed = policy, verifier, answer_of, seed
+        self.progress = Progress(method, progress)
         self.tree = SearchTree()
         self.spend = Spend()
         self._live: dict[int, Branch] = {}
@@ -104,18 +125,32 @@ class SearchRun:
                 yield self
         finally:
             self.close()
+            self.progress.close()
+
+    def tick(self, done: int, total: int | None) -> None:
+        """Report a finished round to the progress line."""
+        self.progress.update(done, total, tokens=self.spend.generated_tokens, live=len(self._live))
 
     def close(self) -> None:
         for branch in list(self._live.values()):
             self.drop(branch)
 
-    def start(self, questions: Sequence[str]) -> list[Branch]:
+    def start(self, questions: Sequence[str], contexts: Sequence[str] | None = None,
+              owners: Sequence[int] | None = None) -> list[Branch]:
+        """A root per question; or, with ``contexts``, a root per context, answering question ``owners[i]``.
+
+        A context is what the policy is prompted with instead of the bare question (e.g.
+        the question with earlier attempts, for revisions); the verifier always sees the
+        question.
+        """
         self.questions = list(questions)
-        roots = self.policy.start(self.questions, self.spend)
+        if contexts is None:
+            contexts, owners = self.questions, list(range(len(self.questions)))
+        roots = self.policy.start(list(contexts), self.spend, owners)
         for root in roots:
             self._live[root.uid] = root
             self.tree.add(root.uid, None, root.prompt, self.questions[root.prompt])
-        self.verifier.attach(roots, self.questions, self.spend)
+        self.verifier.attach(roots, [self.questions[r.prompt] for r in roots], self.spend)
         return roots
 
     def first_steps(self, questions: Sequence[str], n: int, sampling: Sampling) -> list[list[Branch]]:
@@ -167,6 +202,7 @@ class SearchRun:
                 chains[i] = child
             live = [i for i in live if not chains[i].finished]
             steps += 1
+            self.tick(steps, max_steps)
         return chains
 
     def score(self, branches: Sequence[Branch]) -> torch.Tensor:
@@ -186,36 +222,49 @@ class SearchRun:
             self.verifier.free(branch)
             self.policy.free(branch)
 
-    def result(self, method: str, finals: Sequence[Sequence[tuple[Branch, float]]], selection: str,
-               config: dict) -> SearchResult:
-        """Select each prompt's answer among its final (branch, score) candidates.
+    def vote(self, groups: Sequence[Sequence[tuple[Branch, float]]], selection: str) -> list[tuple[int, float]]:
+        """Per group of (branch, score) candidates: (the index of the selected one or -1, the winning weight).
 
         ``selection``: ``max`` (the best-scored candidate), ``weighted`` (the answer with
-        the largest score sum) or ``majority`` (the most frequent answer).
+        the largest score sum) or ``majority`` (the most frequent answer); one
+        :func:`ponder.ops.vote` call for all groups.
         """
         if selection not in SELECTIONS:
             raise ValueError(f"selection must be one of {SELECTIONS}, got {selection!r}")
         ids: dict[Hashable, int] = {}
-        answers, scores, offsets, candidates = [], [], [0], []
-        for prompt_finals in finals:
-            mine = []
-            for branch, score in prompt_finals:
+        answers, scores, offsets = [], [], [0]
+        for group in groups:
+            for branch, score in group:
                 answer = self.answer_of(branch) if branch.finished else None
                 answers.append(-1 if answer is None else ids.setdefault(answer, len(ids)))
                 scores.append(score)
-                mine.append(Candidate(branch.uid, list(branch.steps), answer, score, branch.finished))
-                self.tree.nodes[branch.uid].status = "final"
-            candidates.append(mine)
-            offsets.append(offsets[-1] + len(mine))
+            offsets.append(offsets[-1] + len(group))
         vote = ops.vote(torch.tensor(answers, dtype=torch.int64), torch.tensor(scores, dtype=torch.float32),
                         torch.tensor(offsets, dtype=torch.int64), method=selection)
+        return [(-1 if int(w) < 0 else int(w) - offsets[g], float(weight))
+                for g, (w, weight) in enumerate(zip(vote.winner.tolist(), vote.weight.tolist()))]
+
+    def result(self, method: str, finals: Sequence[Sequence[tuple[Branch, float]]], selection: str,
+               config: dict, candidates: Sequence[Sequence[tuple[Branch, float]]] | None = None) -> SearchResult:
+        """Select each prompt's answer among its final (branch, score) candidates (see :meth:`vote`).
+
+        ``candidates``: what the result lists per prompt, when more than the ``finals``
+        voted on (default: the finals).
+        """
+        picks = self.vote(finals, selection)
+        listed = finals if candidates is None else candidates
         results = []
-        for g, mine in enumerate(candidates):
-            winner = int(vote.winner[g])
-            solution = None if winner < 0 else mine[winner - offsets[g]]
+        for g, ((pick, weight), group) in enumerate(zip(picks, finals)):
+            mine = []
+            for branch, score in listed[g]:
+                answer = self.answer_of(branch) if branch.finished else None
+                mine.append(Candidate(branch.uid, list(branch.steps), answer, score, branch.finished))
+                self.tree.nodes[branch.uid].status = "final"
+            chosen = None if pick < 0 else group[pick][0]
+            solution = None if chosen is None else next(c for c in mine if c.uid == chosen.uid)
             if solution is not None:
                 for node in self.tree.path(solution.uid):
                     node.status = "chosen"
             results.append(PromptResult(self.questions[g], None if solution is None else solution.answer, solution,
-                                        mine, float(vote.weight[g])))
+                                        mine, weight))
         return SearchResult(method, results, self.tree, self.spend, config)

@@ -87,7 +87,8 @@ def _backpropagate(node: TreeNode, value: float) -> None:
 def mcts(policy: Policy, verifier: Verifier, questions: Sequence[str], *, answer_of: AnswerOf, k: int = 4,
          iterations: int = 16, max_tokens: int | None = None, c: float = 1.0, puct: bool = False,
          evaluate: str = "value", answer: str = "visits", sampling: Sampling = Sampling(),
-         rollout_sampling: Sampling | None = None, seed: int = 0) -> SearchResult:
+         rollout_sampling: Sampling | None = None, seed: int = 0,
+         progress: bool | None = None) -> SearchResult:
     """MCTS per question (see the module docstring); all trees advance together, one batch per phase."""
     if k < 1 or iterations < 1:
         raise ValueError(f"k and iterations must be >= 1, got k={k}, iterations={iterations}")
@@ -95,11 +96,11 @@ def mcts(policy: Policy, verifier: Verifier, questions: Sequence[str], *, answer
         raise ValueError(f"evaluate must be 'value' or 'rollout', got {evaluate!r}")
     if answer not in ANSWERS:
         raise ValueError(f"answer must be one of {ANSWERS}, got {answer!r}")
-    run = SearchRun(policy, verifier, answer_of, seed=seed)
+    run = SearchRun(policy, verifier, answer_of, seed=seed, method="mcts", progress=progress)
     with run.running():
         roots = [TreeNode(b) for b in run.start(questions)]
         sampled_steps = 0
-        for _ in range(iterations):
+        for iteration in range(iterations):
             active = [root for root in roots if not _exhausted(root) and
                       (max_tokens is None or run.tokens_by_prompt[root.branch.prompt] < max_tokens)]
             if not active:
@@ -124,6 +125,7 @@ def mcts(policy: Policy, verifier: Verifier, questions: Sequence[str], *, answer
             for leaf in leaves:
                 if leaf.branch.finished:  # selected again: its known value counts once more
                     _backpropagate(leaf, leaf.score)
+            run.tick(iteration + 1, iterations)
         for root in roots:
             for node in _nodes(root):
                 record = run.tree.nodes[node.branch.uid]

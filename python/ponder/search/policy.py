@@ -79,8 +79,8 @@ class Step:
 class Policy(Protocol):
     """What search methods need from a policy."""
 
-    def start(self, prompts: Sequence[str]) -> list[Branch]:
-        """A root branch (no steps) per prompt."""
+    def start(self, prompts: Sequence[str], spend: Spend, owners: Sequence[int] | None = None) -> list[Branch]:
+        """A root branch (no steps) per prompt; root i answers question ``owners[i]`` (default i)."""
 
     def expand(self, branches: Sequence[Branch], k: int | Sequence[int], sampling: Sampling,
                seed: int, spend: Spend) -> list[list[Step]]:
@@ -183,8 +183,10 @@ class ModelPolicy:
         """Branches made and not freed yet (0 after a search that cleaned up)."""
         return len(self._live)
 
-    def start(self, prompts: Sequence[str], spend: Spend | None = None) -> list[Branch]:
+    def start(self, prompts: Sequence[str], spend: Spend | None = None,
+              owners: Sequence[int] | None = None) -> list[Branch]:
         spend = spend or Spend()
+        owners = list(range(len(prompts))) if owners is None else list(owners)
         ids = [self.tokenizer.encode(self.prompt_template.format(question=q)).ids for q in prompts]
         with spend.phase("model"):
             if self.reference:
@@ -193,8 +195,8 @@ class ModelPolicy:
                 seqs, out = self.model.start(self.cache, ids)
                 logits, forwarded = out.logits, out.num_tokens
         spend.policy_forward_tokens += forwarded
-        return [self._new_branch(i, seq=seq, ids=list(ids[i]) if self.reference else [], next_logits=logits[i])
-                for i, seq in enumerate(seqs)]
+        return [self._new_branch(owners[i], seq=seq, ids=list(ids[i]) if self.reference else [],
+                                 next_logits=logits[i]) for i, seq in enumerate(seqs)]
 
     def free(self, branch: Branch) -> None:
         if branch.uid not in self._live:
