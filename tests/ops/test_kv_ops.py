@@ -127,7 +127,8 @@ def test_reference_matches_dense_causal_attention(group):
         start += query_len
 
 
-def test_write_then_attend_is_dense_attention(backend_device):
+@pytest.mark.parametrize("check_indices", [True, False])
+def test_write_then_attend_is_dense_attention(backend_device, check_indices):
     """One model step: write the new tokens' K/V with write_kv, then attend over the blocks."""
     backend, device = backend_device
     block_size, num_kv_heads, head_dim, group = 8, 2, 64, 2
@@ -139,9 +140,10 @@ def test_write_then_attend_is_dense_attention(backend_device):
     q = torch.randn(seq_len - prompt, num_kv_heads * group, head_dim, generator=g).to(device)
     positions = torch.arange(seq_len, device=device)
     slots = table[0].long()[positions // block_size] * block_size + positions % block_size
-    ponder.write_kv(k_cache, v_cache, 0, k, v, slots, backend=backend)
+    ponder.write_kv(k_cache, v_cache, 0, k, v, slots, check_indices=check_indices, backend=backend)
     got = ponder.paged_attention(q, k_cache, v_cache, 0, table, torch.tensor([seq_len], device=device),
-                                 torch.tensor([seq_len - prompt], device=device), backend=backend)
+                                 torch.tensor([seq_len - prompt], device=device), check_indices=check_indices,
+                                 backend=backend)
     mask = torch.ones(seq_len - prompt, seq_len, dtype=torch.bool).tril(prompt)
     want = F.scaled_dot_product_attention(q.cpu().transpose(0, 1), k.cpu().transpose(0, 1), v.cpu().transpose(0, 1),
                                           attn_mask=mask, enable_gqa=True).transpose(0, 1)
@@ -284,6 +286,9 @@ def test_compiled_ops_check_values_themselves():
         torch.ops.ponder.copy_blocks(k_cache, v_cache, torch.tensor([0, 1]), torch.tensor([1, 3]))
     with pytest.raises(RuntimeError, match="slot_mapping holds 3 more than once"):
         torch.ops.ponder.write_kv(k_cache, v_cache, 0, torch.ones(2, 2, 16), torch.ones(2, 2, 16), torch.tensor([3, 3]))
+    with pytest.raises(RuntimeError, match="slot_mapping holds 3 more than once"):  # the C++ check, not Python's
+        ponder.write_kv(k_cache, v_cache, 0, torch.ones(2, 2, 16), torch.ones(2, 2, 16), torch.tensor([3, 3]),
+                        check_indices=False, backend="cpu")
     assert torch.equal(k_cache, before)
     with pytest.raises(RuntimeError, match=r"block_tables\[1, 0\] = 7 is out of range"):
         torch.ops.ponder.paged_attention(torch.ones(2, 2, 16), k_cache, v_cache, 0, torch.tensor([[0], [7]]),

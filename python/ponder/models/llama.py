@@ -346,9 +346,10 @@ class CausalLM(nn.Module):
         flat_attn = attn.view(tokens.shape[0], c.q_size)
         for i, layer in enumerate(self.layers):
             q, k, v = layer.attention_inputs(x, cos, sin)
-            ops.write_kv(cache.k, cache.v, i, k, v, plan.slot_mapping, backend=self.backend)
+            first = i == 0  # every layer uses the same indices: check their values once
+            ops.write_kv(cache.k, cache.v, i, k, v, plan.slot_mapping, check_indices=first, backend=self.backend)
             ops.paged_attention(q, cache.k, cache.v, i, plan.block_tables, plan.seq_lens, plan.query_lens,
-                                scale=self.scale, out=attn, backend=self.backend)
+                                scale=self.scale, out=attn, check_indices=first, backend=self.backend)
             x = x + layer.o_proj(flat_attn)
             x = x + layer.mlp(x)
         return x

@@ -173,7 +173,7 @@ def copy_blocks(k_cache: torch.Tensor, v_cache: torch.Tensor, src: torch.Tensor,
 
 
 def write_kv(k_cache: torch.Tensor, v_cache: torch.Tensor, layer: int, k: torch.Tensor, v: torch.Tensor,
-             slot_mapping: torch.Tensor, *, backend: str | None = None) -> None:
+             slot_mapping: torch.Tensor, *, check_indices: bool = True, backend: str | None = None) -> None:
     """Write new tokens' keys and values into their slots of one layer, in place.
 
     A bad argument raises TypeError or ValueError before anything is written.
@@ -185,6 +185,10 @@ def write_kv(k_cache: torch.Tensor, v_cache: torch.Tensor, layer: int, k: torch.
     k, v : [T, num_kv_heads, head_dim] of the caches' dtype and device, any strides
     slot_mapping : int64 [T]: flat slot ``block * block_size + offset`` of each token, distinct,
         or -1 to skip the token (padding)
+    check_indices : False skips the Python checks of ``slot_mapping``'s values (range,
+        distinct), for a caller that has checked them once for all layers of a step;
+        shapes, dtypes and devices are always checked, and the compiled CPU kernel still
+        checks the values itself
     backend : {"reference", "cpu", "cuda", "triton"}, optional
     """
     _check_caches(k_cache, v_cache)
@@ -198,7 +202,7 @@ def write_kv(k_cache: torch.Tensor, v_cache: torch.Tensor, layer: int, k: torch.
             raise ValueError(f"{name} must have shape {list(expected_shape)} ([T, num_kv_heads, head_dim] with T = "
                              f"len(slot_mapping)), got {tuple(new.shape)}")
         _check_same_dtype_and_device(name, new, k_cache)
-    if values_checkable(slot_mapping):
+    if check_indices and values_checkable(slot_mapping):
         num_slots = k_cache.shape[1] * k_cache.shape[2]
         first_bad("slot_mapping", slot_mapping, (slot_mapping < -1) | (slot_mapping >= num_slots),
                    f"-1 (skip) or 0 <= slot < {num_slots} (num_blocks * block_size)")
@@ -223,7 +227,7 @@ def _check_attention_values(k_cache, block_tables, seq_lens, query_lens, num_tok
 
 def paged_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, layer: int,
                     block_tables: torch.Tensor, seq_lens: torch.Tensor, query_lens: torch.Tensor, *,
-                    scale: float | None = None, out: torch.Tensor | None = None,
+                    scale: float | None = None, out: torch.Tensor | None = None, check_indices: bool = True,
                     backend: str | None = None) -> torch.Tensor:
     """Causal attention of new query tokens over K/V read through block tables (decode and extend).
 
@@ -246,6 +250,9 @@ def paged_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tenso
         Multiplies the scores; default ``1 / sqrt(head_dim)``.
     out : [T_total, num_q_heads, head_dim] of q's dtype, contiguous, optional
         Written in place and returned (no allocation on the hot path).
+    check_indices : False skips the Python checks of the values of ``block_tables``,
+        ``seq_lens`` and ``query_lens`` (checked once per step by the caller); the compiled
+        CPU kernel still bounds-checks what it reads
     backend : {"reference", "cpu", "cuda", "triton"}, optional
 
     Returns
@@ -268,7 +275,7 @@ def paged_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tenso
     for name, lens in (("seq_lens", seq_lens), ("query_lens", query_lens)):
         if lens.shape[0] != num_seqs:
             raise ValueError(f"{name} must have shape [{num_seqs}] (one per block table row), got {tuple(lens.shape)}")
-    if values_checkable(seq_lens):
+    if check_indices and values_checkable(seq_lens):
         _check_attention_values(k_cache, block_tables, seq_lens, query_lens, q.shape[0])
     if scale is None:
         scale = 1.0 / math.sqrt(head_dim)
