@@ -1,6 +1,7 @@
 """The ``ponder`` command line.
 
-``ponder demo`` shows the sampling primitive at work: what each filter does to a small
+``ponder train policy --out DIR`` trains the built-in task's tiny policy (see
+:mod:`ponder.train`). ``ponder demo`` shows the sampling primitive at work: what each filter does to a small
 next-token distribution, that draws follow the filtered distribution, and how fast a
 batch of LLM-sized rows is sampled next to the reference implementation and a plain
 streaming read of the logits.
@@ -77,6 +78,16 @@ def _demo(args: argparse.Namespace) -> None:
     _show_speed(args.batch, args.vocab, args.seed)
 
 
+def _train_policy(args: argparse.Namespace) -> None:
+    from ponder.train import PolicyTrainConfig, save_policy, train_policy
+
+    config = PolicyTrainConfig(steps=args.steps, minutes=args.minutes, train_problems=args.train_problems,
+                               seed=args.seed)
+    model, losses = train_policy(config, log=print)
+    path = save_policy(model, args.out, config)
+    print(f"trained {len(losses)} steps (final loss {losses[-1]:.4f}); checkpoint in {path}")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="ponder", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -86,6 +97,16 @@ def main(argv: list[str] | None = None) -> None:
     demo.add_argument("--draws", type=int, default=20000, help="draws per setting on the toy distribution")
     demo.add_argument("--seed", type=int, default=0)
     demo.set_defaults(run=_demo)
+    train = commands.add_parser("train", help="train the built-in task's tiny models on CPU")
+    models = train.add_subparsers(dest="model", required=True)
+    policy = models.add_parser("policy", help="the policy, on the task's varied correct solutions")
+    policy.add_argument("--out", required=True, help="checkpoint directory to write")
+    policy.add_argument("--steps", type=int, default=4000, help="optimizer steps at most (default 4000)")
+    policy.add_argument("--minutes", type=float, default=15.0, help="wall-time limit (default 15)")
+    policy.add_argument("--train-problems", type=int, default=None,
+                        help="train on the first N problems of the training split (default: all)")
+    policy.add_argument("--seed", type=int, default=0)
+    policy.set_defaults(run=_train_policy)
     args = parser.parse_args(argv)
     args.run(args)
 
