@@ -82,11 +82,16 @@ def make_batch(examples: list[tuple[list[int], list[int]]]) -> tuple[torch.Tenso
     return input_ids, mask, labels
 
 
-def _lr_at(step: int, config: PolicyTrainConfig) -> float:
-    """Linear warm-up, then cosine decay to a tenth, over ``config.steps``."""
+def _lr_at(step: int, elapsed_s: float, config: PolicyTrainConfig) -> float:
+    """Linear warm-up, then cosine decay to a tenth by the end of the run.
+
+    The end is whichever limit comes first: ``config.steps`` steps or ``config.minutes``
+    of wall time, so a run cut by the clock still ends with a small learning rate.
+    """
     if step < config.warmup_steps:
         return config.lr * (step + 1) / config.warmup_steps
-    progress = min(1.0, (step - config.warmup_steps) / max(1, config.steps - config.warmup_steps))
+    by_steps = (step - config.warmup_steps) / max(1, config.steps - config.warmup_steps)
+    progress = min(1.0, max(by_steps, elapsed_s / (60 * config.minutes)))
     return config.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
@@ -94,8 +99,9 @@ def train_policy(config: PolicyTrainConfig = PolicyTrainConfig(),
                  log: Callable[[str], None] | None = None) -> tuple[CausalLM, list[float]]:
     """Train a policy from scratch; returns (model in eval mode, loss per step).
 
-    Deterministic under ``config.seed`` when stopped by ``steps`` (the ``minutes`` limit
-    depends on the machine).
+    Deterministic under ``config.seed`` when ``steps`` ends the run before the clock
+    matters (the ``minutes`` limit, and the schedule's progress by time, depend on the
+    machine).
     """
     torch.manual_seed(config.seed)
     rng = random.Random(config.seed)
@@ -119,7 +125,8 @@ def train_policy(config: PolicyTrainConfig = PolicyTrainConfig(),
     losses: list[float] = []
     start = time.perf_counter()
     for step in range(config.steps):
-        if time.perf_counter() - start > 60 * config.minutes:
+        elapsed = time.perf_counter() - start
+        if elapsed > 60 * config.minutes:
             break
         examples = []
         for _ in range(config.batch_size):
@@ -130,16 +137,16 @@ def train_policy(config: PolicyTrainConfig = PolicyTrainConfig(),
         logits = model.forward_dense(input_ids, mask)
         loss = F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1),
                                ignore_index=IGNORE)
+        lr = _lr_at(step, elapsed, config)
         for group in optimizer.param_groups:
-            group["lr"] = _lr_at(step, config)
+            group["lr"] = lr
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         losses.append(loss.item())
         if log is not None and (step % 50 == 0 or step == config.steps - 1):
-            log(f"step {step:5d}  loss {losses[-1]:.4f}  lr {_lr_at(step, config):.2e}  "
-                f"{time.perf_counter() - start:6.0f} s")
+            log(f"step {step:5d}  loss {losses[-1]:.4f}  lr {lr:.2e}  {time.perf_counter() - start:6.0f} s")
     model.eval()
     return model, losses
 
