@@ -160,3 +160,19 @@ def test_out_of_blocks_in_model_step_changes_nothing():
     run.step([a, b], [[4], [7]])  # still usable afterwards
     for seq in (a, b):
         run.check_kv(seq)
+
+
+def test_a_start_that_runs_out_of_blocks_keeps_the_eviction_order():
+    """Found by the machine: a prompt reusing cached prefix blocks, then out of room, must not
+    move those blocks to the recently-used end of the eviction order."""
+    model, hf = tiny_models()
+    run = Tracker(model, hf, block_size=4, num_blocks=12)
+    (first,) = run.start([SHARED_PROMPT[:9]])  # two full blocks go to the prefix cache
+    run.free(first)  # ... unreferenced: cached, evictable, in a least-recently-used order
+    (other,) = run.start([[0] * 9])
+    run.free(other)
+    before = snapshot(run.cache)
+    assert len(before[3]) >= 2  # cached blocks of both prompts in the eviction order
+    with pytest.raises(OutOfBlocks):
+        run.start([SHARED_PROMPT[:9] + list(range(20, 60))])  # reuses two blocks, then needs 10 more
+    assert_same(before, snapshot(run.cache))

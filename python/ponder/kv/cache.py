@@ -186,6 +186,14 @@ class KVCache:
         prompt = list(prompt)
         if not prompt:
             raise ValueError("a sequence needs at least one prompt token")
+        blocks, hashes = self._cached_prefix(prompt)
+        for block in blocks:
+            self.pool.acquire(block)
+        cached = len(blocks) * self.block_size
+        return self._new_id(BlockTable(None, blocks, prompt[:cached], hashes)), cached
+
+    def _cached_prefix(self, prompt: list[int]) -> tuple[list[int], list[int]]:
+        """The prefix-cache blocks holding ``prompt``'s leading full blocks (all but its last token), and their hashes."""
         blocks, hashes = [], []
         previous = 0
         for i in range((len(prompt) - 1) // self.block_size):
@@ -196,10 +204,27 @@ class KVCache:
             blocks.append(block)
             hashes.append(h)
             previous = h
-        for block in blocks:
-            self.pool.acquire(block)
-        cached = len(blocks) * self.block_size
-        return self._new_id(BlockTable(None, blocks, prompt[:cached], hashes)), cached
+        return blocks, hashes
+
+    def check_prompts_fit(self, prompts: Sequence[Sequence[int]]) -> None:
+        """Raise OutOfBlocks, changing nothing, if starting ``prompts`` would not fit.
+
+        Starting a prompt is :meth:`add_sequence` (which takes its cached prefix blocks,
+        so an unreferenced one leaves the available pool) and a step over the rest. A
+        caller starting several prompts checks them all first, so that a failure does not
+        leave earlier prompts' cached blocks moved in the eviction order.
+        """
+        reused: set[int] = set()
+        needed = 0
+        for prompt in prompts:
+            prompt = [int(t) for t in prompt]
+            blocks, _ = self._cached_prefix(prompt)
+            reused.update(b for b in blocks if self.pool.ref_count(b) == 0)
+            needed += -(-len(prompt) // self.block_size) - len(blocks)
+        if needed + len(reused) > self.pool.available():
+            raise OutOfBlocks(
+                f"starting these prompts needs {needed + len(reused)} blocks but only {self.pool.available()} of "
+                f"{self.pool.num_blocks} are available; free finished or pruned sequences, or make the cache larger")
 
     def fork(self, seq_id: int, n: int) -> list[int]:
         """``n`` children sharing every block of ``seq_id`` (which stays valid). No KV bytes move.

@@ -321,6 +321,7 @@ class CausalLM(nn.Module):
         """
         self._pack("prompts", prompts)  # validate before touching the cache
         prompts = [[int(t) for t in p] for p in prompts]  # plain ints: the prefix cache hashes them
+        cache.check_prompts_fit(prompts)  # OutOfBlocks before any cached block is taken
         seq_ids: list[int] = []
         try:
             remainders = []
