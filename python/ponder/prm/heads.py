@@ -17,6 +17,7 @@ into a score in [0, 1]:
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Protocol
 
 import torch
 import torch.nn.functional as F
@@ -27,8 +28,8 @@ from ponder.models.loader import read_weights
 __all__ = ["ScoreHead", "TagPairHead", "LinearHead", "load_linear_head"]
 
 
-class ScoreHead:
-    """Base: ``logits(hidden)`` and the arguments of :func:`ponder.ops.step_scores` that read them.
+class ScoreHead(Protocol):
+    """``logits(hidden)`` and the arguments of :func:`ponder.ops.step_scores` that read them.
 
     Attributes
     ----------
@@ -40,8 +41,8 @@ class ScoreHead:
     good: int
     bad: int
 
-    def logits(self, hidden: torch.Tensor) -> torch.Tensor:  # pragma: no cover - interface
-        raise NotImplementedError
+    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Final hidden states [P, hidden_size] -> float32 head logits [P, C]."""
 
 
 class TagPairHead(ScoreHead):

@@ -123,15 +123,11 @@ class PRM:
         return EncodedStep(ids + self.separator_ids, len(ids) - 1)
 
     # -- scores ------------------------------------------------------------------------
-    def head_logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        """Head logits float32 [P, C] of final hidden states [P, hidden_size]."""
-        return self.head.logits(hidden)
-
     def step_scores(self, hidden: torch.Tensor, solution: torch.Tensor, prior_value: torch.Tensor,
                     prior_count: torch.Tensor, aggregate: str) -> ops.StepScores:
         """Scores of P steps from their hidden states [P, hidden_size], aggregated per solution (see ops.step_scores)."""
         with torch.inference_mode():
-            logits = self.head_logits(hidden)
+            logits = self.head.logits(hidden)  # float32 [P, C]
         rows = torch.arange(logits.shape[0], dtype=torch.int64, device=logits.device)
         return ops.step_scores(logits, rows, solution.to(logits.device), prior_value.to(logits.device),
                                prior_count.to(logits.device), head=self.head.kind, good=self.head.good,

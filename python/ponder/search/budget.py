@@ -30,7 +30,7 @@ PHASES = ("sampling", "model", "prm")
 
 @dataclass
 class Spend:
-    """Counters and phase timers of one search (or of several, added with ``+``)."""
+    """Counters and phase timers of one search."""
 
     generated_tokens: int = 0
     policy_forward_tokens: int = 0
@@ -61,10 +61,3 @@ class Spend:
 
     def to_dict(self) -> dict:
         return {**asdict(self), "other_s": self.other_s}
-
-    def __add__(self, other: "Spend") -> "Spend":
-        return Spend(self.generated_tokens + other.generated_tokens,
-                     self.policy_forward_tokens + other.policy_forward_tokens,
-                     self.prm_tokens + other.prm_tokens, self.generations + other.generations,
-                     self.wall_s + other.wall_s,
-                     {name: self.phase_s[name] + other.phase_s[name] for name in PHASES})
