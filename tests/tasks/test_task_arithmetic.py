@@ -87,8 +87,8 @@ def test_levels_every_operator_appears():
 
 
 def test_operators_normalised_and_level_lookup():
-    assert Difficulty(2, 1, "*-+", "tree") == LEVELS[2]
-    assert Difficulty(2, 1, "*-+", "tree").level == 2
+    assert Difficulty(3, 1, "*-+", "chain") == LEVELS[2]
+    assert Difficulty(3, 1, "*-+", "chain").level == 2
     assert [d.level for d in LEVELS.values()] == [1, 2, 3, 4, 5]
     assert Difficulty(2, 1, "+").level == 0
 

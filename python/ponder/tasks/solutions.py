@@ -81,10 +81,11 @@ def solve(expression: str, style: SolutionStyle = CANONICAL, seed: int = 0) -> t
     return tuple(lines)
 
 
-def sample_solution(expression: str, seed: int) -> tuple[str, ...]:
-    """A solution in a style drawn uniformly from :data:`STYLES` with ``seed`` (training data)."""
+def sample_solution(expression: str, seed: int,
+                    styles: tuple[SolutionStyle, ...] = STYLES) -> tuple[str, ...]:
+    """A solution in a style drawn uniformly from ``styles`` with ``seed`` (training data)."""
     rng = random.Random(seed)
-    return solve(expression, rng.choice(STYLES), rng.randrange(2**32))
+    return solve(expression, rng.choice(styles), rng.randrange(2**32))
 
 
 Path = tuple[int, ...]

@@ -9,9 +9,9 @@ their sizes. A split of ``n`` problems takes levels round-robin (problem ``i`` h
 problems it owns whose prompt it does not hold yet. ``split(name, n)`` is a prefix of
 ``split(name, m)`` for ``n <= m``.
 
-Level 1 has 12,105 distinct problems and level 2 has 8,069, which bounds how many
-problems of those levels a split can hold: ``split("train", n)`` works up to
-``n = 36_000`` or so (7,294 level-2 prompts fall in train).
+Level 1 (two operations on one-digit numbers) has only 4,513 distinct problems, which
+bounds how many problems of that level a split can hold: ``split("train", n)`` works
+up to ``n = 20_450`` or so (4,090 level-1 prompts fall in train).
 """
 
 from __future__ import annotations

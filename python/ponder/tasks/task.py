@@ -26,10 +26,16 @@ class ArithmeticTask:
     """Multi-step arithmetic (:mod:`ponder.tasks.arithmetic`) with exact answer checking."""
 
     step_delimiter = "\n"
+    prompt_template = "Q: {question}\nA:\n"
+    """``str.format`` template of the text before the first step; ``question`` is a problem's prompt."""
 
     def format_prompt(self, problem: Problem) -> str:
         """``"Q: <prompt>\\nA:\\n"``, e.g. ``"Q: Compute 7 + 5.\\nA:\\n"``."""
-        return f"Q: {problem.prompt}\nA:\n"
+        return self.prompt_template.format(question=problem.prompt)
+
+    def is_finished(self, steps: Sequence[str]) -> bool:
+        """Whether a partial solution has reached its ``"Answer: ..."`` line."""
+        return bool(steps) and steps[-1].startswith("Answer:")
 
     def format_solution(self, steps: Sequence[str]) -> str:
         """Steps joined as a policy writes them: each followed by ``step_delimiter``."""
