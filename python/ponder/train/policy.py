@@ -20,9 +20,7 @@ Hugging Face checkpoint directory (config.json, model.safetensors, tokenizer.jso
 from __future__ import annotations
 
 import json
-import math
 import random
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
@@ -31,31 +29,36 @@ import torch
 import torch.nn.functional as F
 
 from ponder.models import CausalLM, ModelConfig, save_pretrained
-from ponder.tasks import LEVELS, ArithmeticTask, sample_solution, split
+from ponder.tasks import LEVELS, STYLES, ArithmeticTask, sample_solution, split
 from ponder.tasks import tokenizer as task_tokenizer
+from ponder.train.optim import Optimisation, Optimiser
 
 __all__ = ["PolicyTrainConfig", "encode_example", "make_batch", "train_policy", "save_policy"]
 
 IGNORE = -100  # label of a token that carries no loss
+TRAINED_STYLES = tuple(style for style in STYLES if style.order == "left" and not style.regroup and not style.rewrite)
+"""The solution styles the policy learns: the usual evaluation order, operands of ``+``
+and ``*`` written either way round. A tiny model given minutes learns to pick the
+right operands far sooner when the order of steps is fixed, and rewritten lines
+(the whole expression on each) make examples three times longer; commuted operands
+still give every problem many correct forms."""
 
 
 @dataclass(frozen=True)
-class PolicyTrainConfig:
-    """The model's shape and the optimisation; the defaults train in about 15 minutes on 2 cores."""
+class PolicyTrainConfig(Optimisation):
+    """The model's shape, the number of steps and the training problems, and the optimisation.
+
+    The defaults are the shipped policy's: 4800 steps, about 15 minutes on 2 cores. The
+    clock limit is a safety stop for slower machines (a run it cuts is not reproducible:
+    the schedule then ends by time)."""
 
     hidden_size: int = 128
     num_layers: int = 4
     num_heads: int = 4
     num_kv_heads: int = 2
     intermediate_size: int = 352
-    batch_size: int = 32
-    lr: float = 3e-3
-    weight_decay: float = 0.01
-    warmup_steps: int = 50
-    steps: int = 4000
-    minutes: float = 15.0
+    steps: int = 4800
     train_problems: int | None = None  # the first N of the training split (None: all 20000)
-    seed: int = 0
 
 
 def encode_example(tokenizer, prompt: str, solution: str) -> tuple[list[int], list[int]]:
@@ -82,19 +85,6 @@ def make_batch(examples: list[tuple[list[int], list[int]]]) -> tuple[torch.Tenso
     return input_ids, mask, labels
 
 
-def _lr_at(step: int, elapsed_s: float, config: PolicyTrainConfig) -> float:
-    """Linear warm-up, then cosine decay to a tenth by the end of the run.
-
-    The end is whichever limit comes first: ``config.steps`` steps or ``config.minutes``
-    of wall time, so a run cut by the clock still ends with a small learning rate.
-    """
-    if step < config.warmup_steps:
-        return config.lr * (step + 1) / config.warmup_steps
-    by_steps = (step - config.warmup_steps) / max(1, config.steps - config.warmup_steps)
-    progress = min(1.0, max(by_steps, elapsed_s / (60 * config.minutes)))
-    return config.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
-
-
 BUCKET = 8  # batches drawn together and grouped by length
 
 
@@ -110,7 +100,7 @@ def _length_bucketed_batches(by_level: dict, levels: list[int], tokenizer, confi
         examples = []
         for _ in range(BUCKET * config.batch_size):
             problem = rng.choice(by_level[rng.choice(levels)])
-            steps = sample_solution(problem.expression, rng.randrange(2**31))
+            steps = sample_solution(problem.expression, rng.randrange(2**31), TRAINED_STYLES)
             examples.append(encode_example(tokenizer, task.format_prompt(problem), task.format_solution(steps)))
         examples.sort(key=lambda example: len(example[0]))
         group = [examples[i:i + config.batch_size] for i in range(0, len(examples), config.batch_size)]
@@ -140,31 +130,20 @@ def train_policy(config: PolicyTrainConfig = PolicyTrainConfig(),
                                  max_position_embeddings=512, tie_word_embeddings=True))
     model.reset_parameters(torch.Generator().manual_seed(config.seed))
     model.train()
-    decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
-    no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
-    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": config.weight_decay},
-                                   {"params": no_decay, "weight_decay": 0.0}], lr=config.lr, betas=(0.9, 0.95))
+    optimiser = Optimiser(model.parameters(), config, config.steps)
     batches = _length_bucketed_batches(by_level, levels, tokenizer, config, rng)
     losses: list[float] = []
-    start = time.perf_counter()
     for step in range(config.steps):
-        elapsed = time.perf_counter() - start
-        if elapsed > 60 * config.minutes:
+        if optimiser.out_of_time():
             break
         input_ids, mask, labels = make_batch(next(batches))
         logits = model.forward_dense(input_ids, mask)
         loss = F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1),
                                ignore_index=IGNORE)
-        lr = _lr_at(step, elapsed, config)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
+        lr = optimiser.step(step, loss)
         losses.append(loss.item())
         if log is not None and (step % 50 == 0 or step == config.steps - 1):
-            log(f"step {step:5d}  loss {losses[-1]:.4f}  lr {lr:.2e}  {time.perf_counter() - start:6.0f} s")
+            log(f"step {step:5d}  loss {losses[-1]:.4f}  lr {lr:.2e}  {optimiser.elapsed_s:6.0f} s")
     model.eval()
     return model, losses
 
