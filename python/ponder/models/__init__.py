@@ -10,7 +10,7 @@
 from ponder.models.config import (SUPPORTED_ACTIVATIONS, SUPPORTED_MODEL_TYPES, SUPPORTED_ROPE_TYPES,
                                   Llama3RopeScaling, ModelConfig)
 from ponder.models.llama import CausalLM, StepOutput
-from ponder.models.loader import load_model, save_pretrained
+from ponder.models.loader import load_model, load_tokenizer, save_pretrained
 
 __all__ = ["CausalLM", "Llama3RopeScaling", "ModelConfig", "StepOutput", "SUPPORTED_ACTIVATIONS",
-           "SUPPORTED_MODEL_TYPES", "SUPPORTED_ROPE_TYPES", "load_model", "save_pretrained"]
+           "SUPPORTED_MODEL_TYPES", "SUPPORTED_ROPE_TYPES", "load_model", "load_tokenizer", "save_pretrained"]

@@ -16,7 +16,7 @@ import torch
 from ponder.models.config import ModelConfig
 from ponder.models.llama import CausalLM
 
-__all__ = ["load_model", "read_weights", "save_pretrained"]
+__all__ = ["load_model", "load_tokenizer", "read_weights", "save_pretrained"]
 
 _INDEX = "model.safetensors.index.json"
 _WEIGHTS = "model.safetensors"
@@ -91,6 +91,16 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", dtype: torc
     return model
 
 
+def load_tokenizer(path: str | Path):
+    """The ``tokenizers.Tokenizer`` saved as ``tokenizer.json`` in a checkpoint directory."""
+    from tokenizers import Tokenizer
+
+    file = Path(path) / "tokenizer.json"
+    if not file.is_file():
+        raise FileNotFoundError(f"{path} has no tokenizer.json: save the model's tokenizer there or pass tokenizer=")
+    return Tokenizer.from_file(str(file))
+
+
 def read_weights(path: str | Path, prefix: str) -> dict[str, torch.Tensor]:
     """Every weight of the checkpoint directory ``path`` whose name starts with ``prefix``.
 
@@ -106,19 +116,25 @@ def read_weights(path: str | Path, prefix: str) -> dict[str, torch.Tensor]:
     return out
 
 
-def save_pretrained(model: CausalLM, directory: str | Path) -> Path:
+def save_pretrained(model: CausalLM, directory: str | Path, extra: dict[str, torch.Tensor] | None = None) -> Path:
     """Write ``model`` as a Hugging Face checkpoint: config.json and model.safetensors.
 
     Both :func:`load_model` and transformers' ``AutoModelForCausalLM.from_pretrained``
     load the directory into the same model. The weights are stored unfused, in the
-    model's dtype. Returns the directory (created if needed).
+    model's dtype. ``extra`` adds weights of the caller's under their own names (a
+    reward model's ``score.weight``, read back with :func:`read_weights`). Returns the
+    directory (created if needed).
     """
     if not isinstance(model, CausalLM):
         raise TypeError(f"model must be a ponder.models.CausalLM, got {type(model).__name__}")
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
+    weights = model.hf_state_dict()
+    clash = sorted(set(weights) & set(extra or {}))
+    if clash:
+        raise ValueError(f"extra weight {clash[0]} has the name of one of the model's own weights")
     tensors = {name: t.detach().to(device="cpu", copy=True, memory_format=torch.contiguous_format)
-               for name, t in model.hf_state_dict().items()}
+               for name, t in {**weights, **(extra or {})}.items()}
     _safetensors().torch.save_file(tensors, directory / _WEIGHTS, metadata={"format": "pt"})
     config = model.config.to_dict()
     config["dtype"] = str(model.dtype).removeprefix("torch.")

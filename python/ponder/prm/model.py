@@ -17,7 +17,7 @@ from typing import Sequence
 import torch
 
 from ponder import ops
-from ponder.models import CausalLM, load_model
+from ponder.models import CausalLM, load_model, load_tokenizer
 from ponder.prm.formats import PRMFormat, resolve_format
 from ponder.prm.heads import ScoreHead, TagPairHead, load_linear_head
 
@@ -239,7 +239,7 @@ def load_prm(path: str | Path, *, format: str | PRMFormat = "ponder-arith", head
         raise ValueError(f"head must be one of {HEADS}, got {head!r}")
     path = Path(path)
     if tokenizer is None:
-        tokenizer = _load_tokenizer(path)
+        tokenizer = load_tokenizer(path)
     pair = head == "pair"
     model = load_model(path, device=device, dtype=dtype, backend=backend, lm_head=pair,
                        other_weights=() if pair else (head_prefix,))
@@ -268,12 +268,3 @@ def _vocab_id(tokenizer, token: str, role: str, format_name: str, vocab_size: in
     if token_id >= vocab_size:
         raise ValueError(f"the {role} {token!r} has id {token_id}, outside the model's vocabulary of {vocab_size}")
     return token_id
-
-
-def _load_tokenizer(path: Path):
-    from tokenizers import Tokenizer
-
-    file = path / "tokenizer.json"
-    if not file.is_file():
-        raise FileNotFoundError(f"{path} has no tokenizer.json: save the PRM's tokenizer there or pass tokenizer=")
-    return Tokenizer.from_file(str(file))
