@@ -32,7 +32,7 @@ from ponder.search.progress import Progress
 from ponder.search.tree import SearchTree
 from ponder.search.verifier import Verifier
 
-__all__ = ["Candidate", "PromptResult", "SearchResult", "SearchRun", "SELECTIONS"]
+__all__ = ["Candidate", "PromptResult", "SearchResult", "SearchRun", "SELECTIONS", "vote"]
 
 SELECTIONS = ("max", "weighted", "majority")
 AnswerOf = Callable[[Branch], Hashable | None]
@@ -94,6 +94,14 @@ class SearchResult:
                         written += 1
         return written
 
+    def reselect(self, selection: str) -> list[Hashable | None]:
+        """Each prompt's answer had its candidates been selected by ``selection`` instead
+        (``max``, ``weighted`` or ``majority``; see :func:`vote`): best-of-N's three
+        selections from one set of samples."""
+        picks = vote([[(c.answer if c.finished else None, c.score) for c in r.candidates] for r in self.results],
+                     selection)
+        return [None if pick < 0 else r.candidates[pick].answer for (pick, _), r in zip(picks, self.results)]
+
     def to_dict(self) -> dict:
         return {"method": self.method, "config": self.config, "spend": self.spend.to_dict(),
                 "results": [{"question": r.question, "answer": r.answer, "weight": r.weight,
@@ -102,6 +110,28 @@ class SearchResult:
                                              "finished": c.finished} for c in r.candidates]}
                             for r in self.results],
                 "tree": self.tree.to_dict()}
+
+
+def vote(groups: Sequence[Sequence[tuple[Hashable | None, float]]], selection: str) -> list[tuple[int, float]]:
+    """Per group of (answer, score) candidates: (the index of the selected one or -1, the winning weight).
+
+    ``selection``: ``max`` (the best-scored candidate), ``weighted`` (the answer with
+    the largest score sum) or ``majority`` (the most frequent answer); a candidate
+    whose answer is None takes no part. One :func:`ponder.ops.vote` call for all groups.
+    """
+    if selection not in SELECTIONS:
+        raise ValueError(f"selection must be one of {SELECTIONS}, got {selection!r}")
+    ids: dict[Hashable, int] = {}
+    answers, scores, offsets = [], [], [0]
+    for group in groups:
+        for answer, score in group:
+            answers.append(-1 if answer is None else ids.setdefault(answer, len(ids)))
+            scores.append(score)
+        offsets.append(offsets[-1] + len(group))
+    result = ops.vote(torch.tensor(answers, dtype=torch.int64), torch.tensor(scores, dtype=torch.float32),
+                      torch.tensor(offsets, dtype=torch.int64), method=selection)
+    return [(-1 if int(w) < 0 else int(w) - offsets[g], float(weight))
+            for g, (w, weight) in enumerate(zip(result.winner.tolist(), result.weight.tolist()))]
 
 
 class SearchRun:
@@ -225,24 +255,10 @@ class SearchRun:
     def vote(self, groups: Sequence[Sequence[tuple[Branch, float]]], selection: str) -> list[tuple[int, float]]:
         """Per group of (branch, score) candidates: (the index of the selected one or -1, the winning weight).
 
-        ``selection``: ``max`` (the best-scored candidate), ``weighted`` (the answer with
-        the largest score sum) or ``majority`` (the most frequent answer); one
-        :func:`ponder.ops.vote` call for all groups.
+        See :func:`vote`; an unfinished branch has no answer.
         """
-        if selection not in SELECTIONS:
-            raise ValueError(f"selection must be one of {SELECTIONS}, got {selection!r}")
-        ids: dict[Hashable, int] = {}
-        answers, scores, offsets = [], [], [0]
-        for group in groups:
-            for branch, score in group:
-                answer = self.answer_of(branch) if branch.finished else None
-                answers.append(-1 if answer is None else ids.setdefault(answer, len(ids)))
-                scores.append(score)
-            offsets.append(offsets[-1] + len(group))
-        vote = ops.vote(torch.tensor(answers, dtype=torch.int64), torch.tensor(scores, dtype=torch.float32),
-                        torch.tensor(offsets, dtype=torch.int64), method=selection)
-        return [(-1 if int(w) < 0 else int(w) - offsets[g], float(weight))
-                for g, (w, weight) in enumerate(zip(vote.winner.tolist(), vote.weight.tolist()))]
+        return vote([[(self.answer_of(branch) if branch.finished else None, score) for branch, score in group]
+                     for group in groups], selection)
 
     def result(self, method: str, finals: Sequence[Sequence[tuple[Branch, float]]], selection: str,
                config: dict, candidates: Sequence[Sequence[tuple[Branch, float]]] | None = None) -> SearchResult:

@@ -35,6 +35,13 @@ class Progress:
         self.stream.flush()
         self.drawn = True
 
+    def clear(self) -> None:
+        """Erase the line, so that other output can be printed before the next update."""
+        if self.drawn:
+            self.stream.write("\r\033[K")
+            self.stream.flush()
+            self.drawn = False
+
     def close(self) -> None:
         if self.drawn:
             self.stream.write("\n")
