@@ -1,0 +1,223 @@
+"""Train the built-in task's tiny PRM on Monte-Carlo roll-out labels from the policy.
+
+The labels are those of the compute-optimal scaling paper's appendix (after
+Math-Shepherd): for each training problem the policy samples ``samples`` solutions at
+temperature 1; after each of their steps, ``rollouts`` completions are sampled from the
+prefix, and the step's soft label is the fraction the task's checker accepts. A final
+step (the ``"Answer: N"`` line) is labelled by the checker itself, 1 or 0.
+
+The same roll-outs give the labels of a *prover* (Setlur et al., 2024, PAVs): the
+value of a best-of-K policy (the answer is right if any of K independent completions
+is) is estimated without bias from ``c`` right completions out of ``R`` as
+``1 - C(R - c, K) / C(R, K)``; K = 1 is the plain Monte-Carlo value. A PRM trained on
+those labels is the prover value model that :class:`ponder.prm.ProgressScorer` turns
+into the advantage term of ``Q + alpha * A``.
+
+The PRM starts from the policy's weights with a new value head (one logit,
+``score.weight`` / ``score.bias``), reads the ``ponder-arith`` format (a ``<step>`` tag
+after each step, where the score is read) and is trained with binary cross-entropy
+against the soft labels at every tag. The checkpoint loads with
+``ponder.load_prm(path, format="ponder-arith")``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+from ponder.builtin import task_checker, task_policy
+from ponder.models import CausalLM, load_model, save_pretrained
+from ponder.prm import PRM
+from ponder.prm.heads import LinearHead
+from ponder.search import MonteCarloVerifier, Sampling, Spend
+from ponder.tasks import Problem, split
+from ponder.tasks import tokenizer as task_tokenizer
+from ponder.train.optim import Optimisation, Optimiser
+
+__all__ = ["RolloutConfig", "PRMTrainConfig", "LabeledSolution", "rollout_labels", "prover_labels",
+           "save_labels", "load_labels", "train_prm", "save_prm"]
+
+
+@dataclass(frozen=True)
+class LabeledSolution:
+    """A sampled solution and what the roll-outs after each of its steps found.
+
+    question : the problem's prompt
+    steps : the solution's steps (the last is the ``"Answer: N"`` line when it finished)
+    correct : of ``rollouts`` completions after each step, how many the checker accepted
+        (for a final step: ``rollouts`` if the solution is right, else 0)
+    rollouts : completions sampled per step
+    """
+
+    question: str
+    steps: tuple[str, ...]
+    correct: tuple[int, ...]
+    rollouts: int
+
+
+def prover_labels(solution: LabeledSolution, best_of: int = 1) -> list[float]:
+    """Each step's value under the best-of-``best_of`` policy, unbiased from the roll-out counts.
+
+    ``1 - C(R - c, K) / C(R, K)`` for ``c`` right of ``R`` completions; ``best_of=1`` gives ``c / R``.
+    """
+    if not 1 <= best_of <= solution.rollouts:
+        raise ValueError(f"best_of must be in 1..{solution.rollouts} (the roll-outs per step), got {best_of}")
+    total = math.comb(solution.rollouts, best_of)
+    return [1.0 - math.comb(solution.rollouts - c, best_of) / total for c in solution.correct]
+
+
+@dataclass(frozen=True)
+class RolloutConfig:
+    """Which problems are labelled and how many samples and roll-outs each gets."""
+
+    problems: int = 5500        # the first N of the training split
+    samples: int = 4            # solutions sampled per problem
+    rollouts: int = 4           # completions per step
+    temperature: float = 1.0
+    prompts_per_batch: int = 48  # problems searched together (KV cache: about 1.3k sequences)
+    seed: int = 0
+
+
+def rollout_labels(model: CausalLM, tokenizer, problems: Sequence[Problem], config: RolloutConfig = RolloutConfig(),
+                   log: Callable[[str], None] | None = None) -> list[LabeledSolution]:
+    """Sample ``config.samples`` solutions of each problem and label every step by roll-outs.
+
+    Problems are processed ``prompts_per_batch`` at a time; within a batch every
+    solution advances one step at a time and the roll-outs of all of them run as one
+    batch of forks (:class:`~ponder.search.MonteCarloVerifier`), freed after counting.
+    """
+    labeled: list[LabeledSolution] = []
+    sampling = Sampling(temperature=config.temperature)
+    start = time.perf_counter()
+    for first in range(0, len(problems), config.prompts_per_batch):
+        batch = list(problems[first:first + config.prompts_per_batch])
+        policy = task_policy(model, tokenizer, cache_tokens=1 << 18)
+        verifier = MonteCarloVerifier(policy, task_checker(batch), k=config.rollouts, sampling=sampling,
+                                      seed=config.seed + first)
+        spend = Spend()
+        roots = policy.start([p.prompt for p in batch], spend)
+        branches = [s.branch for group in policy.expand(roots, config.samples, sampling, config.seed + first, spend)
+                    for s in group]
+        for root in roots:
+            policy.free(root)
+        counts: dict[int, list[int]] = {b.uid: [] for b in branches}
+        while branches:
+            values = verifier.score(branches, spend)
+            advancing = []
+            for branch, value in zip(branches, values.tolist()):
+                # A step of only the end-of-sequence token adds no step: its verdict replaces the last label.
+                history = counts.pop(branch.uid)[:len(branch.steps) - 1] + [round(value * config.rollouts)]
+                if branch.finished:
+                    if branch.steps:  # (a solution of no steps has nothing to label)
+                        labeled.append(LabeledSolution(batch[branch.prompt].prompt, tuple(branch.steps),
+                                                       tuple(history), config.rollouts))
+                    policy.free(branch)
+                else:
+                    advancing.append((branch, history))
+            nexts = policy.expand([b for b, _ in advancing], 1, sampling, config.seed + first, spend)
+            branches = []
+            for (parent, history), (child,) in zip(advancing, nexts):
+                policy.free(parent)
+                counts[child.branch.uid] = history
+                branches.append(child.branch)
+        if log is not None:
+            log(f"labelled {first + len(batch):5d}/{len(problems)} problems, {len(labeled)} solutions, "
+                f"{spend.generated_tokens} tokens sampled in the last batch, {time.perf_counter() - start:6.0f} s")
+    return labeled
+
+
+def save_labels(labeled: Sequence[LabeledSolution], path: str | Path) -> Path:
+    """Write labelled solutions as JSON lines (one solution a line)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as f:
+        for solution in labeled:
+            f.write(json.dumps(asdict(solution)) + "\n")
+    return path
+
+
+def load_labels(path: str | Path) -> list[LabeledSolution]:
+    """Read what :func:`save_labels` wrote."""
+    with open(path) as f:
+        return [LabeledSolution(d["question"], tuple(d["steps"]), tuple(d["correct"]), d["rollouts"])
+                for d in map(json.loads, f)]
+
+
+@dataclass(frozen=True)
+class PRMTrainConfig(Optimisation):
+    """The labels and the optimisation; the model's shape is the policy's, whose weights it starts from."""
+
+    best_of: int = 1  # label by the best-of-K prover's value (1: the policy's own value)
+    epochs: int = 3
+    lr: float = 3e-4  # low: keep the policy's arithmetic, which the PRM's checks build on
+    warmup_steps: int = 20
+    minutes: float = 15.0
+
+
+def train_prm(policy_path: str | Path, labeled: Sequence[LabeledSolution], config: PRMTrainConfig = PRMTrainConfig(),
+              log: Callable[[str], None] | None = None) -> tuple[PRM, list[float]]:
+    """Fine-tune the policy at ``policy_path`` into a value-head PRM on ``labeled``.
+
+    Returns the PRM (eval mode) and the binary cross-entropy of each optimizer step.
+    Batches hold solutions of similar length (sorted, then shuffled as whole batches).
+    """
+    torch.manual_seed(config.seed)
+    rng = random.Random(config.seed)
+    tokenizer = task_tokenizer.build_tokenizer()
+    model = load_model(policy_path, lm_head=False)
+    weight = torch.nn.Parameter(torch.zeros(1, model.config.hidden_size))
+    bias = torch.nn.Parameter(torch.zeros(1))
+    prm = PRM(model, tokenizer, "ponder-arith", LinearHead([(weight, bias)]))
+    targets = [torch.tensor(prover_labels(s, config.best_of)) for s in labeled]
+    order = sorted(range(len(labeled)), key=lambda i: sum(map(len, labeled[i].steps)))
+    batches = [order[i:i + config.batch_size] for i in range(0, len(order), config.batch_size)]
+    total = config.epochs * len(batches)
+    params = [*model.parameters(), weight, bias]
+    optimiser = Optimiser(params, config, total)
+    model.train()
+    losses: list[float] = []
+    for step in range(total):
+        if step % len(batches) == 0:
+            rng.shuffle(batches)
+        if optimiser.out_of_time():
+            break
+        rows = batches[step % len(batches)]
+        packed = prm.pack([labeled[i].question for i in rows], [list(labeled[i].steps) for i in rows])
+        hidden = model.dense_hidden(packed.input_ids, packed.attention_mask)
+        logits = prm.head.logits(hidden[packed.positions[:, 0], packed.positions[:, 1]])[:, 0]
+        target = torch.stack([targets[rows[i]][j] for i, j in zip(packed.positions[:, 0].tolist(),
+                                                                  packed.steps.tolist())])
+        loss = F.binary_cross_entropy_with_logits(logits, target)
+        lr = optimiser.step(step, loss)
+        losses.append(loss.item())
+        if log is not None and (step % 50 == 0 or step == total - 1):
+            log(f"step {step:5d}/{total}  bce {losses[-1]:.4f}  lr {lr:.2e}  {optimiser.elapsed_s:6.0f} s")
+    model.eval()
+    for p in params:
+        p.requires_grad_(False)
+    return prm, losses
+
+
+def save_prm(prm: PRM, directory: str | Path, config: PRMTrainConfig | None = None,
+             rollouts: RolloutConfig | None = None) -> Path:
+    """Write the PRM (decoder + ``score.weight``/``score.bias``), the task tokenizer and the configs."""
+    (weight, bias), = prm.head.layers
+    directory = save_pretrained(prm.model, directory, extra={"score.weight": weight, "score.bias": bias})
+    task_tokenizer.save(directory)
+    info = {"prm": asdict(config) if config else None, "rollouts": asdict(rollouts) if rollouts else None}
+    (directory / "ponder_train.json").write_text(json.dumps(info, indent=2) + "\n")
+    return directory
+
+
+def training_problems(config: RolloutConfig) -> list[Problem]:
+    """The problems labelled: the first ``config.problems`` of the training split."""
+    return split("train", config.problems)

@@ -1,0 +1,89 @@
+"""The PRM trainer: roll-out labels, prover labels, a short run that learns, a checkpoint that loads."""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import math
+
+import pytest
+import torch
+
+from task_models import checked_labels, tiny_policy
+
+import ponder
+from ponder.cli import main
+from ponder.tasks import split
+from ponder.tasks import tokenizer as task_tokenizer
+from ponder.train.prm import (LabeledSolution, PRMTrainConfig, RolloutConfig, load_labels, prover_labels,
+                              rollout_labels, save_labels, save_prm, train_prm)
+
+
+@pytest.fixture(scope="module")
+def policy_dir(tmp_path_factory):
+    return tiny_policy(tmp_path_factory.mktemp("policy") / "policy")
+
+
+@pytest.mark.parametrize("rollouts,best_of", [(4, 1), (4, 2), (4, 4), (6, 3)])
+def test_prover_labels_are_the_unbiased_best_of_k_value(rollouts, best_of):
+    # The estimate is the mean over every K-subset of the R completions of "any is right".
+    for correct in range(rollouts + 1):
+        outcomes = [1] * correct + [0] * (rollouts - correct)
+        subsets = list(itertools.combinations(outcomes, best_of))
+        expected = sum(max(s) for s in subsets) / len(subsets)
+        solution = LabeledSolution("q", ("s",), (correct,), rollouts)
+        assert math.isclose(prover_labels(solution, best_of)[0], expected, abs_tol=1e-12)
+    with pytest.raises(ValueError, match="best_of must be in 1..4"):
+        prover_labels(LabeledSolution("q", ("s",), (1,), 4), 5)
+
+
+def test_rollout_labels_follow_the_solutions(policy_dir, tmp_path):
+    model = ponder.load_model(policy_dir)
+    problems = split("train", 6)
+    config = RolloutConfig(problems=6, samples=3, rollouts=2, prompts_per_batch=4, seed=5)
+    labeled = rollout_labels(model, task_tokenizer.build_tokenizer(), problems, config)
+    assert 6 * 2 < len(labeled) <= 6 * 3  # a solution of no steps (end of sequence at once) has no label
+    by_question = {p.prompt: p for p in problems}
+    for solution in labeled:
+        assert len(solution.correct) == len(solution.steps) >= 1 and solution.rollouts == 2
+        assert all(0 <= c <= 2 for c in solution.correct)
+        problem = by_question[solution.question]
+        right = ponder.tasks.is_correct(problem, "\n".join(solution.steps))
+        assert solution.correct[-1] == (2 if right else 0)  # the final step: the checker's verdict
+    again = rollout_labels(model, task_tokenizer.build_tokenizer(), problems, config)
+    assert again == labeled  # deterministic under the seed
+    assert load_labels(save_labels(labeled, tmp_path / "labels.jsonl")) == labeled
+
+
+def test_a_short_run_learns_and_saves_a_loadable_prm(policy_dir, tmp_path):
+    # A signal a few steps can learn: the answer line is good, every other step bad.
+    labeled = [dataclasses.replace(s, correct=tuple(4 * step.startswith("Answer") for step in s.steps))
+               for s in checked_labels(64)]
+    config = PRMTrainConfig(epochs=6, batch_size=16, lr=3e-3, warmup_steps=2)
+    prm, losses = train_prm(policy_dir, labeled, config)
+    assert len(losses) == 6 * 4
+    assert sum(losses[-4:]) / 4 < 0.8 * sum(losses[:4]) / 4
+    path = save_prm(prm, tmp_path / "prm", config, RolloutConfig())
+    loaded = ponder.load_prm(path)
+    questions, solutions = [s.question for s in labeled[:4]], [list(s.steps) for s in labeled[:4]]
+    for mine, theirs in zip(prm.score(questions, solutions)[0], loaded.score(questions, solutions)[0]):
+        torch.testing.assert_close(mine, theirs, atol=1e-6, rtol=0)
+    assert (path / "tokenizer.json").is_file() and (path / "ponder_train.json").is_file()
+
+
+def test_prover_prm_trains_on_its_own_labels(policy_dir):
+    labeled = [dataclasses.replace(s, correct=tuple(min(c, 1) for c in s.correct)) for s in checked_labels(16)]
+    _, losses = train_prm(policy_dir, labeled, PRMTrainConfig(best_of=4, epochs=1, batch_size=8))
+    assert len(losses) == 2 and all(math.isfinite(x) for x in losses)
+
+
+def test_cli_labels_once_and_reuses_the_labels(policy_dir, tmp_path, capsys):
+    labels = tmp_path / "labels.jsonl"
+    args = ["train", "prm", "--policy", str(policy_dir), "--labels", str(labels), "--problems", "3",
+            "--samples", "2", "--rollouts", "2", "--epochs", "1"]
+    main(args + ["--out", str(tmp_path / "prm")])
+    assert labels.is_file() and "trained 1 steps" in capsys.readouterr().out
+    main(args + ["--out", str(tmp_path / "prover"), "--prover-best-of", "2"])
+    out = capsys.readouterr().out
+    assert f"read {len(load_labels(labels))} labelled solutions from {labels}" in out
+    assert ponder.load_prm(tmp_path / "prover").score(["Compute 1 + 2."], [["1 + 2 = 3"]])[1].shape == (1,)
