@@ -46,10 +46,11 @@ def test_same_seed_same_problem_different_seeds_differ():
 
 def test_golden_problem():
     """Pins generation: the splits are fixed only while this stays the same."""
-    problem = generate(LEVELS[3], 7)
+    difficulty = Difficulty(n_ops=3, digits=2, operators="+-*", shape="chain")
+    problem = generate(difficulty, 7)
     assert problem == Problem(
         prompt=problem.prompt, expression=problem.expression, steps=problem.steps, answer=problem.answer,
-        difficulty=LEVELS[3], seed=7)
+        difficulty=difficulty, seed=7)
     assert (problem.prompt, problem.steps) == (
         "Compute 93 - 16 + 84 + 21.", ("93 - 16 = 77", "77 + 84 = 161", "161 + 21 = 182", "Answer: 182"))
 
@@ -75,7 +76,7 @@ def test_difficulty_respected_and_answer_right(difficulty):
 
 
 def test_tree_shape_brackets_both_sides():
-    trees = [parse(generate(LEVELS[5], seed).expression) for seed in range(50)]
+    trees = [parse(generate(Difficulty(6, 2, "+-*/", "tree"), seed).expression) for seed in range(50)]
     assert any(not isinstance(node.right, Num) and not isinstance(node.left, Num)
                for tree in trees for node in nodes(tree))
 
@@ -87,8 +88,8 @@ def test_levels_every_operator_appears():
 
 
 def test_operators_normalised_and_level_lookup():
-    assert Difficulty(3, 1, "*-+", "chain") == LEVELS[2]
-    assert Difficulty(3, 1, "*-+", "chain").level == 2
+    assert Difficulty(4, 1, "/*-+", "chain") == LEVELS[2]
+    assert Difficulty(4, 1, "/*-+", "chain").level == 2
     assert [d.level for d in LEVELS.values()] == [1, 2, 3, 4, 5]
     assert Difficulty(2, 1, "+").level == 0
 
