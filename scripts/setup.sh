@@ -10,11 +10,11 @@ cd "$(dirname "$0")/.."
 
 extras=()
 if [[ "${1:-}" == "--test" ]]; then
-  extras=(pytest pytest-xdist scipy hypothesis transformers matplotlib "triton>=3.2")
+  extras=(pytest pytest-xdist scipy hypothesis transformers "triton>=3.2")
 fi
 
 python3 -m venv .venv
 pip_install() { .venv/bin/python -m pip install --quiet --disable-pip-version-check "$@"; }
 # Runtime and build requirements first (the editable install below uses --no-deps): the build runs without isolation against this torch.
-pip_install "${PONDER_TORCH:-torch==2.13.0}" numpy safetensors tokenizers "scikit-build-core>=0.10" pybind11 ninja "${extras[@]}"
+pip_install "${PONDER_TORCH:-torch==2.13.0}" numpy safetensors tokenizers matplotlib "scikit-build-core>=0.10" pybind11 ninja "${extras[@]}"
 pip_install --no-build-isolation --no-deps --editable .

@@ -1,10 +1,15 @@
 """The ``ponder`` command line.
 
-``ponder train policy --out DIR`` trains the built-in task's tiny policy (see
-:mod:`ponder.train`). ``ponder demo`` shows the sampling primitive at work: what each filter does to a small
-next-token distribution, that draws follow the filtered distribution, and how fast a
-batch of LLM-sized rows is sampled next to the reference implementation and a plain
-streaming read of the logits.
+* ``ponder demo``: every search method at generation budgets 1, 4, 16, 64 on held-out
+  problems of the built-in task, with the shipped policy and PRM (see
+  :mod:`ponder.experiments.demo`): a table, a plot, a JSON file and a tree picture.
+* ``ponder sampling``: the sampling primitive at work: what each filter does to a small
+  next-token distribution, that draws follow the filtered distribution, and how fast a
+  batch of LLM-sized rows is sampled next to the reference and a streaming read.
+* ``ponder study``: the compute-optimal scaling study in small (see
+  :mod:`ponder.experiments.study`): difficulty bins, accuracy per bin and budget,
+  compute-optimal selection, PAV against PRM, the paper's findings checked.
+* ``ponder train policy|prm``: train the built-in task's tiny models (see :mod:`ponder.train`).
 """
 
 from __future__ import annotations
@@ -73,9 +78,25 @@ def _show_speed(batch: int, vocab: int, seed: int) -> None:
     print(f"  same tokens as the reference under one seed: {same}")
 
 
-def _demo(args: argparse.Namespace) -> None:
+def _sampling(args: argparse.Namespace) -> None:
     _show_filters(args.draws, args.seed)
     _show_speed(args.batch, args.vocab, args.seed)
+
+
+def _demo(args: argparse.Namespace) -> None:
+    from ponder.experiments.demo import DemoConfig, run_demo
+
+    run_demo(DemoConfig(methods=tuple(args.methods), budgets=tuple(args.budgets), problems=args.problems,
+                        seed=args.seed, temperature=args.temperature, policy=args.policy, prm=args.prm,
+                        out=args.out))
+
+
+def _study(args: argparse.Namespace) -> None:
+    from ponder.experiments.study import StudyConfig, run_study
+
+    run_study(StudyConfig(problems=args.problems, budgets=tuple(args.budgets), strategies=tuple(args.strategies),
+                          pav_alpha=args.pav_alpha, seed=args.seed, policy=args.policy, prm=args.prm,
+                          prover=args.prover, out=args.out))
 
 
 def _train_policy(args: argparse.Namespace) -> None:
@@ -88,25 +109,107 @@ def _train_policy(args: argparse.Namespace) -> None:
     print(f"trained {len(losses)} steps (final loss {losses[-1]:.4f}); checkpoint in {path}")
 
 
+def _train_prm(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    from ponder.models import load_model
+    from ponder.tasks import tokenizer as task_tokenizer
+    from ponder.train import prm as prm_training
+
+    rollouts = prm_training.RolloutConfig(problems=args.problems, samples=args.samples, rollouts=args.rollouts,
+                                          seed=args.seed)
+    if args.labels and Path(args.labels).is_file():
+        labeled = prm_training.load_labels(args.labels)
+        print(f"read {len(labeled)} labelled solutions from {args.labels}")
+    else:
+        policy = load_model(args.policy)
+        labeled = prm_training.rollout_labels(policy, task_tokenizer.build_tokenizer(),
+                                              prm_training.training_problems(rollouts), rollouts, log=print)
+        if args.labels:
+            prm_training.save_labels(labeled, args.labels)
+    config = prm_training.PRMTrainConfig(best_of=args.prover_best_of, epochs=args.epochs, minutes=args.minutes,
+                                         seed=args.seed)
+    prm, losses = prm_training.train_prm(args.policy, labeled, config, log=print)
+    path = prm_training.save_prm(prm, args.out, config, rollouts)
+    print(f"trained {len(losses)} steps (final bce {losses[-1]:.4f}); checkpoint in {path}")
+
+
 def main(argv: list[str] | None = None) -> None:
+    from ponder.train.policy import PolicyTrainConfig
+    from ponder.train.prm import PRMTrainConfig, RolloutConfig
+
     parser = argparse.ArgumentParser(prog="ponder", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
-    demo = commands.add_parser("demo", help="show fused sampling at work (no download)")
-    demo.add_argument("--batch", type=int, default=64, help="rows in the speed run (default 64)")
-    demo.add_argument("--vocab", type=int, default=128256, help="vocab size in the speed run (default 128256)")
-    demo.add_argument("--draws", type=int, default=20000, help="draws per setting on the toy distribution")
+    from ponder.experiments.demo import DemoConfig
+    from ponder.experiments.methods import METHODS
+
+    demo = commands.add_parser("demo", help="search methods at several budgets on the built-in task (no download)")
+    demo.add_argument("--methods", nargs="+", choices=METHODS, default=list(DemoConfig.methods), metavar="METHOD",
+                      help=f"methods to run (default all: {' '.join(METHODS)})")
+    demo.add_argument("--budgets", nargs="+", type=int, default=list(DemoConfig.budgets), metavar="N",
+                      help="generation budgets (default 1 4 16 64)")
+    demo.add_argument("--problems", type=int, default=DemoConfig.problems,
+                      help=f"held-out problems, an equal mix of levels (default {DemoConfig.problems})")
     demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--temperature", type=float, default=DemoConfig.temperature, help="policy sampling temperature")
+    demo.add_argument("--policy", default=None, help="policy checkpoint directory (default: the built-in one)")
+    demo.add_argument("--prm", default=None, help="PRM checkpoint directory, ponder-arith format (default: built-in)")
+    demo.add_argument("--out", default=DemoConfig.out, help="where results.json, accuracy.png and tree.png go "
+                                                             f"(default ./{DemoConfig.out})")
     demo.set_defaults(run=_demo)
+    from ponder.experiments.study import STRATEGIES, StudyConfig
+
+    study = commands.add_parser("study", help="the compute-optimal scaling study on the built-in task (longer)")
+    study.add_argument("--problems", type=int, default=StudyConfig.problems,
+                       help=f"validation problems (default {StudyConfig.problems})")
+    study.add_argument("--budgets", nargs="+", type=int, default=list(StudyConfig.budgets), metavar="N",
+                       help="generation budgets (default 1 4 16 64)")
+    study.add_argument("--strategies", nargs="+", choices=list(STRATEGIES), default=list(STRATEGIES),
+                       metavar="STRATEGY", help=f"strategies (default all: {' '.join(STRATEGIES)})")
+    study.add_argument("--pav-alpha", type=float, default=StudyConfig.pav_alpha, help="PAV's advantage weight")
+    study.add_argument("--seed", type=int, default=0)
+    study.add_argument("--policy", default=None, help="policy checkpoint directory (default: built-in)")
+    study.add_argument("--prm", default=None, help="PRM checkpoint directory (default: built-in)")
+    study.add_argument("--prover", default=None, help="prover PRM checkpoint directory (default: built-in)")
+    study.add_argument("--out", default=StudyConfig.out, help=f"output directory (default ./{StudyConfig.out})")
+    study.set_defaults(run=_study)
+    sampling = commands.add_parser("sampling", help="show fused sampling at work")
+    sampling.add_argument("--batch", type=int, default=64, help="rows in the speed run (default 64)")
+    sampling.add_argument("--vocab", type=int, default=128256, help="vocab size in the speed run (default 128256)")
+    sampling.add_argument("--draws", type=int, default=20000, help="draws per setting on the toy distribution")
+    sampling.add_argument("--seed", type=int, default=0)
+    sampling.set_defaults(run=_sampling)
     train = commands.add_parser("train", help="train the built-in task's tiny models on CPU")
     models = train.add_subparsers(dest="model", required=True)
     policy = models.add_parser("policy", help="the policy, on the task's varied correct solutions")
     policy.add_argument("--out", required=True, help="checkpoint directory to write")
-    policy.add_argument("--steps", type=int, default=4000, help="optimizer steps at most (default 4000)")
-    policy.add_argument("--minutes", type=float, default=15.0, help="wall-time limit (default 15)")
+    policy.add_argument("--steps", type=int, default=PolicyTrainConfig.steps,
+                        help=f"optimizer steps (default {PolicyTrainConfig.steps})")
+    policy.add_argument("--minutes", type=float, default=PolicyTrainConfig.minutes,
+                        help=f"wall-time limit, a safety stop (default {PolicyTrainConfig.minutes:g})")
     policy.add_argument("--train-problems", type=int, default=None,
                         help="train on the first N problems of the training split (default: all)")
     policy.add_argument("--seed", type=int, default=0)
     policy.set_defaults(run=_train_policy)
+    prm = models.add_parser("prm", help="a PRM on Monte-Carlo roll-out values of a trained policy")
+    prm.add_argument("--policy", required=True, help="the policy checkpoint directory (rolled out, and the PRM's "
+                                                     "starting weights)")
+    prm.add_argument("--out", required=True, help="checkpoint directory to write")
+    prm.add_argument("--labels", default=None, help="JSONL of roll-out labels: read if it exists, else written "
+                                                    "(so a prover PRM can reuse the policy PRM's roll-outs)")
+    prm.add_argument("--prover-best-of", type=int, default=1,
+                     help="label by the value of a best-of-K prover of the policy (default 1: the policy's own)")
+    prm.add_argument("--problems", type=int, default=RolloutConfig.problems,
+                     help="training problems to label")
+    prm.add_argument("--samples", type=int, default=RolloutConfig.samples,
+                     help="solutions sampled per problem")
+    prm.add_argument("--rollouts", type=int, default=RolloutConfig.rollouts,
+                     help="completions sampled after each step")
+    prm.add_argument("--epochs", type=int, default=PRMTrainConfig.epochs)
+    prm.add_argument("--minutes", type=float, default=PRMTrainConfig.minutes,
+                     help=f"training wall-time limit (default {PRMTrainConfig.minutes:g})")
+    prm.add_argument("--seed", type=int, default=0)
+    prm.set_defaults(run=_train_prm)
     args = parser.parse_args(argv)
     args.run(args)
 

@@ -1,0 +1,96 @@
+"""The search methods at a generation budget, as the compute-optimal scaling paper compares them.
+
+A budget is counted in *generations* (the paper's unit): best-of-N, beam search and
+DVTS spend ``N``; lookahead search with ``k`` roll-out steps spends ``N * (k + 1)``;
+MCTS counts the steps it samples in units of a solution's mean number of steps
+(:mod:`ponder.search.mcts`), which is known only afterwards, so it is given a token
+budget instead: ``budget`` times the tokens of a typical solution
+(``tokens_per_generation``), spent in iterations of ``k = 4`` children; the results
+report what it actually spent. :data:`METHODS` names each
+configuration; :func:`run_method` runs one on a batch of questions.
+
+The three best-of-N rows are one set of samples selected three ways
+(:meth:`~ponder.search.SearchResult.reselect`), so they share their spend.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Sequence
+from dataclasses import dataclass
+
+from ponder.search import (Policy, SearchResult, Verifier, beam_search, best_of_n, dvts, lookahead_search,
+                           mcts, Sampling)
+
+__all__ = ["METHODS", "BEAM_WIDTH", "LOOKAHEAD_STEPS", "MethodRun", "run_method", "feasible"]
+
+BEAM_WIDTH = 4          # M: children per kept beam (beam, lookahead, DVTS)
+LOOKAHEAD_STEPS = 1     # k of lookahead search
+MCTS_CHILDREN = 4
+MCTS_ITERATIONS_PER_GENERATION = 4  # a cap only: the token budget ends MCTS first
+METHODS = ("best_of_n_max", "best_of_n_weighted", "majority", "beam_search", "lookahead", "mcts", "dvts")
+"""Every configuration, in the order tables list them."""
+
+
+@dataclass
+class MethodRun:
+    """One method at one budget on a batch of questions.
+
+    answers : the selected answer per question (None: none)
+    result : the search's result (shared by the three best-of-N rows)
+    """
+
+    method: str
+    budget: int
+    answers: list[Hashable | None]
+    result: SearchResult
+
+
+def feasible(method: str, budget: int) -> bool:
+    """Whether ``method`` can spend exactly ``budget`` generations (lookahead needs ``k + 1``)."""
+    if method == "lookahead":
+        return budget % (LOOKAHEAD_STEPS + 1) == 0
+    return budget >= 1
+
+
+def _beams(n: int) -> tuple[int, int]:
+    """(n, width) for ``n`` beams: the width is the largest divisor of ``n`` up to :data:`BEAM_WIDTH`."""
+    return n, max(w for w in range(1, min(BEAM_WIDTH, n) + 1) if n % w == 0)
+
+
+def run_method(method: str, budget: int, policy: Policy, verifier: Verifier, questions: Sequence[str], *,
+               answer_of, seed: int = 0, sampling: Sampling = Sampling(), progress: bool | None = None,
+               tokens_per_generation: int | None = None,
+               best_of_n_result: SearchResult | None = None) -> MethodRun:
+    """Run ``method`` (a name in :data:`METHODS`) at ``budget`` generations per question.
+
+    ``tokens_per_generation``: the tokens of a typical whole solution (MCTS's token
+    budget is ``budget`` times it; required for MCTS). ``best_of_n_result``: a
+    best-of-N run at this budget to select from again instead of sampling anew (the
+    three best-of-N rows share one).
+    """
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}: expected one of {METHODS}")
+    if not feasible(method, budget):
+        raise ValueError(f"{method} cannot spend {budget} generations (lookahead needs a multiple of "
+                         f"{LOOKAHEAD_STEPS + 1})")
+    common = dict(answer_of=answer_of, seed=seed, sampling=sampling, progress=progress)
+    if method in ("best_of_n_max", "best_of_n_weighted", "majority"):
+        result = best_of_n_result or best_of_n(policy, verifier, questions, budget, selection="weighted", **common)
+        selection = {"best_of_n_max": "max", "best_of_n_weighted": "weighted", "majority": "majority"}[method]
+        return MethodRun(method, budget, result.reselect(selection), result)
+    if method == "beam_search":
+        n, width = _beams(budget)
+        result = beam_search(policy, verifier, questions, n, width, **common)
+    elif method == "lookahead":
+        n, width = _beams(budget // (LOOKAHEAD_STEPS + 1))
+        result = lookahead_search(policy, verifier, questions, n, width, LOOKAHEAD_STEPS, **common)
+    elif method == "dvts":
+        n, width = _beams(budget)
+        result = dvts(policy, verifier, questions, n, width, **common)
+    else:
+        if tokens_per_generation is None or tokens_per_generation < 1:
+            raise ValueError(f"MCTS needs tokens_per_generation >= 1 to turn {budget} generations into tokens, "
+                             f"got {tokens_per_generation}")
+        result = mcts(policy, verifier, questions, k=MCTS_CHILDREN, iterations=MCTS_ITERATIONS_PER_GENERATION * budget,
+                      max_tokens=budget * tokens_per_generation, answer="vote", **common)
+    return MethodRun(method, budget, result.answers, result)

@@ -1,0 +1,84 @@
+"""The models an experiment searches with, and one method run on a set of the task's problems.
+
+:class:`Searchers` holds the policy, the PRM and (for process advantage verifiers) the
+prover PRM, loaded from checkpoint directories or the shipped ones. Each run gets a
+fresh policy KV cache and fresh PRM scorers sized for its budget, so no run profits
+from prefixes another left in a cache, and the runs' spends compare.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import ponder
+from ponder.builtin import checkpoint, task_answer, task_policy
+from ponder.experiments.methods import MethodRun, run_method
+from ponder.models import load_tokenizer
+from ponder.prm import ProgressScorer
+from ponder.search import PRMVerifier, Sampling, SearchResult
+from ponder.tasks import ArithmeticTask, Problem
+
+__all__ = ["Searchers", "KV_TOKENS_PER_GENERATION", "solution_tokens"]
+
+KV_TOKENS_PER_GENERATION = 192
+"""KV room per generation of the budget: a solution is about 50 tokens, but every tree
+node a method keeps (MCTS keeps up to five per generation) holds a partly filled block
+of its own."""
+
+
+@dataclass
+class Searchers:
+    """The policy (with its tokenizer), the PRM and optionally the prover PRM; ``names``
+    says where each came from."""
+
+    model: ponder.models.CausalLM
+    tokenizer: object
+    prm: ponder.prm.PRM
+    prover: ponder.prm.PRM | None = None
+    names: dict = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, policy: str | None = None, prm: str | None = None, prover: str | None = None, *,
+             with_prover: bool = False) -> "Searchers":
+        """Load checkpoint directories (None: the shipped ones); the prover only ``with_prover``."""
+        policy_path = Path(policy) if policy else checkpoint("policy")
+        prm_path = Path(prm) if prm else checkpoint("prm")
+        names = {"policy": str(policy or "built-in"), "prm": str(prm or "built-in")}
+        prover_prm = None
+        if with_prover:
+            prover_prm = ponder.load_prm(Path(prover) if prover else checkpoint("prover"))
+            names["prover"] = str(prover or "built-in")
+        return cls(ponder.load_model(policy_path), load_tokenizer(policy_path), ponder.load_prm(prm_path),
+                   prover_prm, names)
+
+    def verifier(self, tokens: int, *, aggregate: str = "last", pav_alpha: float | None = None) -> PRMVerifier:
+        """A PRM verifier with KV room for ``tokens``; with ``pav_alpha``, PAV's ``Q + alpha * A``
+        over the PRM and the prover."""
+        base = self.prm.scorer(tokens, aggregate=aggregate)
+        if pav_alpha is None:
+            return PRMVerifier(base)
+        if self.prover is None:
+            raise ValueError("a process advantage verifier needs the prover PRM: load with with_prover=True")
+        return PRMVerifier(ProgressScorer(base, self.prover.scorer(tokens), alpha=pav_alpha))
+
+    def run(self, method: str, budget: int, problems: Sequence[Problem], *, seed: int = 0, temperature: float = 1.0,
+            aggregate: str = "last", pav_alpha: float | None = None,
+            best_of_n_result: SearchResult | None = None) -> MethodRun:
+        """``method`` (see :data:`~ponder.experiments.methods.METHODS`) at ``budget`` generations on ``problems``."""
+        tokens = max(8192, budget * len(problems) * KV_TOKENS_PER_GENERATION)
+        policy = task_policy(self.model, self.tokenizer, cache_tokens=tokens)
+        verifier = self.verifier(tokens, aggregate=aggregate, pav_alpha=pav_alpha)
+        return run_method(method, budget, policy, verifier, [p.prompt for p in problems], answer_of=task_answer,
+                          seed=seed, sampling=Sampling(temperature=temperature), progress=False,
+                          tokens_per_generation=solution_tokens(self.tokenizer, problems),
+                          best_of_n_result=best_of_n_result)
+
+
+def solution_tokens(tokenizer, problems: Sequence[Problem]) -> int:
+    """The mean token count of the problems' reference solutions, end of sequence included."""
+    task = ArithmeticTask()
+    lengths = [len(tokenizer.encode(task.format_solution(p.steps), add_special_tokens=False).ids) + 1
+               for p in problems]
+    return round(sum(lengths) / len(lengths))

@@ -1,0 +1,266 @@
+"""``ponder study``: the compute-optimal scaling paper's experiments, in small, on the built-in task.
+
+On the first ``problems`` validation problems, every strategy runs at every budget
+(generations, as the paper counts them), and each problem's correctness is recorded:
+
+* best-of-N selected by PRM max, PRM-weighted vote and majority vote (one set of samples);
+* beam search (beam width 4), lookahead search (k = 1) and DVTS against the PRM;
+* best-of-N (weighted) and beam search against the process advantage verifier
+  ``Q + alpha * A`` (the PRM plus the prover PRM's progress), for the PAV comparison.
+
+Difficulty, in five quantile bins (bin 0 the easiest), two ways: *oracle*, from the
+policy's pass@1 over the largest budget's best-of-N samples, and *predicted*, from the
+PRM's mean final score over the same samples. Per bin and budget the accuracy of every
+strategy; the compute-optimal strategy per bin and budget chosen by two-fold cross
+validation (:func:`ponder.search.compute_optimal.cross_validate`) and its accuracy
+against best-of-N's. The findings the paper reports are checked and printed as
+PASS / FAIL lines with their numbers (:func:`findings`). Written into ``out``:
+``study.json`` (everything), ``bins_oracle.png`` / ``bins_predicted.png`` (accuracy
+against budget per bin), ``compute_optimal.png`` and ``pav.png``.
+
+Problems run in chunks (``chunk`` problems per search) so that the KV caches stay small.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from ponder.experiments import plots
+from ponder.experiments.methods import feasible
+from ponder.experiments.searchers import Searchers
+from ponder.search.compute_optimal import DifficultyBins, cross_validate
+from ponder.search.progress import Progress
+from ponder.tasks import Problem, split
+
+__all__ = ["StudyConfig", "STRATEGIES", "run_study", "findings"]
+
+STRATEGIES: dict[str, tuple[str, bool]] = {
+    "best_of_n_max": ("best_of_n_max", False),
+    "best_of_n_weighted": ("best_of_n_weighted", False),
+    "majority": ("majority", False),
+    "beam_search": ("beam_search", False),
+    "lookahead": ("lookahead", False),
+    "dvts": ("dvts", False),
+    "best_of_n_weighted_pav": ("best_of_n_weighted", True),
+    "beam_search_pav": ("beam_search", True),
+}
+"""Strategy name -> (method of :mod:`ponder.experiments.methods`, against the PAV)."""
+PRM_STRATEGIES = [name for name, (_, pav) in STRATEGIES.items() if not pav]
+"""The strategies compute-optimal selection chooses among (the paper's PRM search)."""
+BINS = 5
+
+
+@dataclass(frozen=True)
+class StudyConfig:
+    """What the study runs; ``policy``/``prm``/``prover``: checkpoint directories (None: shipped)."""
+
+    problems: int = 250
+    budgets: tuple[int, ...] = (1, 4, 16, 64)
+    strategies: tuple[str, ...] = tuple(STRATEGIES)
+    pav_alpha: float = 1.0
+    chunk: int = 50
+    seed: int = 0
+    policy: str | None = None
+    prm: str | None = None
+    prover: str | None = None
+    out: str = "ponder-study"
+
+
+def _run_chunked(searchers: Searchers, strategy: str, budget: int, problems: Sequence[Problem], config: StudyConfig,
+                 shared: dict) -> dict:
+    """One strategy at one budget over every problem, chunk by chunk: correctness, scores, spend."""
+    method, pav = STRATEGIES[strategy]
+    record = {"correct": [], "pass1": [], "mean_score": [], "generations": 0.0, "generated_tokens": 0.0,
+              "prm_tokens": 0.0, "wall_s": 0.0}  # spend per problem, wall time in all
+    for first in range(0, len(problems), config.chunk):
+        chunk = problems[first:first + config.chunk]
+        key = (budget, pav, first)  # the best-of-N rows of one budget and verifier share their samples
+        run = searchers.run(method, budget, chunk, seed=config.seed + first,
+                            pav_alpha=config.pav_alpha if pav else None, best_of_n_result=shared.get(key))
+        if run.result.method == "best_of_n":
+            shared[key] = run.result
+        record["correct"] += [answer == p.answer for answer, p in zip(run.answers, chunk)]
+        for result, problem in zip(run.result.results, chunk):
+            record["pass1"].append(_mean([c.answer == problem.answer for c in result.candidates]))
+            record["mean_score"].append(_mean([c.score for c in result.candidates if c.finished]))
+        spend = run.result.spend  # a shared best-of-N run's spend counts for each of its rows
+        record["generations"] += spend.generations / len(problems)
+        record["generated_tokens"] += spend.generated_tokens / len(problems)
+        record["prm_tokens"] += spend.prm_tokens / len(problems)
+        record["wall_s"] += spend.wall_s
+    return record
+
+
+def _mean(values) -> float:
+    values = list(values)
+    return sum(values) / len(values) if values else float("nan")
+
+
+def run_study(config: StudyConfig, searchers: Searchers | None = None, *, log=print,
+              progress: bool | None = None) -> dict:
+    """Run every strategy at every budget, bin, cross-validate, check, plot; return the results."""
+    unknown = [s for s in config.strategies if s not in STRATEGIES]
+    if unknown:
+        raise ValueError(f"unknown strategy {unknown[0]!r}: expected some of {list(STRATEGIES)}")
+    if config.problems < 2 * BINS:
+        raise ValueError(f"the study needs at least {2 * BINS} problems (two folds of {BINS} bins), "
+                         f"got {config.problems}")
+    needs_pav = any(STRATEGIES[s][1] for s in config.strategies)
+    searchers = searchers or Searchers.load(config.policy, config.prm, config.prover, with_prover=needs_pav)
+    problems = split("validation", config.problems)
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    budgets = sorted(config.budgets)
+    grid = [(b, s) for b in budgets for s in config.strategies if feasible(STRATEGIES[s][0], b)]
+    bar = Progress("study", progress)
+    records: dict[str, dict[int, dict]] = {s: {} for s in config.strategies}
+    shared: dict = {}
+    start = time.perf_counter()
+    for i, (budget, strategy) in enumerate(grid):
+        bar.update(i, len(grid), running=f"{strategy}@{budget}")
+        records[strategy][budget] = _run_chunked(searchers, strategy, budget, problems, config, shared)
+        bar.clear()
+        log(f"{strategy:<24} {budget:>4}  accuracy {_mean(records[strategy][budget]['correct']):.3f}")
+    largest = max(b for b in budgets if "best_of_n_weighted" in records and b in records["best_of_n_weighted"]) \
+        if "best_of_n_weighted" in records else None
+    if largest is None:
+        raise ValueError("the study's difficulty bins need the best_of_n_weighted strategy")
+    samples = records["best_of_n_weighted"][largest]
+    oracle = torch.tensor(samples["pass1"], dtype=torch.float32)
+    predicted = torch.nan_to_num(torch.tensor(samples["mean_score"], dtype=torch.float32), nan=0.0)
+    results = {"config": asdict(config), "checkpoints": searchers.names, "wall_s": 0.0,
+               "problems": [{"prompt": p.prompt, "answer": p.answer, "level": p.difficulty.level,
+                             "oracle_pass1": float(o), "predicted": float(s)}
+                            for p, o, s in zip(problems, oracle, predicted)],
+               "strategies": {s: {str(b): {k: v for k, v in r.items() if k not in ("pass1", "mean_score")}
+                                  for b, r in per.items()} for s, per in records.items()}}
+    for kind, scores in (("oracle", oracle), ("predicted", predicted)):
+        bins = DifficultyBins.fit(scores, BINS).assign(scores)
+        accuracy = {s: {b: torch.tensor(r["correct"], dtype=torch.float32) for b, r in records[s].items()}
+                    for s in config.strategies if s in PRM_STRATEGIES}
+        chosen = cross_validate(accuracy, bins, BINS, seed=config.seed)
+        results[kind] = {
+            "bins": bins.tolist(),
+            "accuracy": {s: {str(b): [float(acc[bins == k].mean()) if bool((bins == k).any()) else float("nan")
+                                      for k in range(BINS)] for b, acc in per.items()} for s, per in accuracy.items()},
+            "compute_optimal": {str(b): float(acc.mean()) for b, acc in chosen.items()},
+        }
+        _plot_bins(results[kind]["accuracy"], out / f"bins_{kind}.png", f"{kind} difficulty bins")
+    results["findings"] = findings(results, budgets)
+    _plot_curves(results, budgets, out)
+    results["wall_s"] = time.perf_counter() - start
+    (out / "study.json").write_text(json.dumps(results, indent=1) + "\n")
+    for line in results["findings"]:
+        log(line["line"])
+    log(f"\nwrote {out / 'study.json'} and its plots in {results['wall_s']:.0f} s")
+    return results
+
+
+def _overall(results: dict, strategy: str, budget: int) -> float:
+    record = results["strategies"].get(strategy, {}).get(str(budget))
+    return _mean(record["correct"]) if record else float("nan")
+
+
+def _budget_to_reach(curve: dict[int, float], target: float) -> float:
+    """The budget (log-linear interpolation between measured budgets) where ``curve`` first reaches ``target``."""
+    points = sorted(curve.items())
+    for (b0, a0), (b1, a1) in zip(points, points[1:]):
+        if a0 >= target:
+            return float(b0)
+        if a1 >= target:
+            return math.exp(math.log(b0) + (target - a0) / (a1 - a0) * (math.log(b1) - math.log(b0)))
+    return float(points[0][0]) if points and points[0][1] >= target else float("inf")
+
+
+def findings(results: dict, budgets: Sequence[int]) -> list[dict]:
+    """The paper's findings as checks on these results: ``{"name", "pass", "line"}`` each.
+
+    A check whose strategies or budgets were not run reports so, as not passed.
+    """
+    checks = []
+
+    def check(name: str, passed: bool | None, detail: str):
+        verdict = "PASS" if passed else ("n/a " if passed is None else "FAIL")
+        checks.append({"name": name, "pass": bool(passed), "line": f"{verdict}  {name}: {detail}"})
+
+    bins = results["oracle"]["accuracy"]
+    if {"beam_search", "best_of_n_weighted"} <= set(bins) and {4, 16, 64} <= set(budgets):
+        middle = range(1, BINS - 1)
+        gaps = {b: [bins["beam_search"][str(b)][k] - bins["best_of_n_weighted"][str(b)][k] for k in middle]
+                for b in (4, 16)}
+        ahead = all(_mean(g) > 0 for g in gaps.values())
+        check("beam search ahead of weighted best-of-N at budgets 4 and 16 on the middle oracle bins", ahead,
+              ", ".join(f"budget {b}: beam - best-of-N = {_mean(g):+.3f} (bins 1-3 mean)" for b, g in gaps.items()))
+        easy = {b: bins["beam_search"][str(b)][0] - bins["best_of_n_weighted"][str(b)][0] for b in (4, 64)}
+        check("on the easiest bin the gap closes or reverses at 64", easy[64] <= max(easy[4], 0.0),
+              f"beam - best-of-N on bin 0: {easy[4]:+.3f} at 4, {easy[64]:+.3f} at 64")
+    else:
+        check("beam search ahead of weighted best-of-N on the middle bins", None, "needs beam_search, "
+              "best_of_n_weighted and budgets 4, 16, 64")
+    top = max(budgets)
+    weighted, majority = _overall(results, "best_of_n_weighted", top), _overall(results, "majority", top)
+    check(f"weighted best-of-N at least as accurate as majority at N={top}", weighted >= majority,
+          f"{weighted:.3f} against {majority:.3f}")
+    for kind in ("oracle", "predicted"):
+        optimal = {int(b): a for b, a in results[kind]["compute_optimal"].items()}
+        target = _overall(results, "best_of_n_weighted", top)
+        needed = _budget_to_reach(optimal, target)
+        check(f"compute-optimal ({kind} bins) reaches best-of-N's accuracy at {top} with at most {top // 4}",
+              needed <= top // 4, f"best-of-N at {top}: {target:.3f}; compute-optimal reaches it at budget "
+                                   f"{needed:.1f} ({', '.join(f'{b}: {a:.3f}' for b, a in sorted(optimal.items()))})")
+    for method in ("beam_search", "best_of_n_weighted"):
+        base = {b: _overall(results, method, b) for b in budgets}
+        pav = {b: _overall(results, f"{method}_pav", b) for b in budgets}
+        if any(math.isnan(a) for a in pav.values()):
+            check(f"{method} against the PAV at least 1.5x more compute-efficient", None, "PAV strategy not run")
+            continue
+        # Efficiency at equal accuracy: the PRM's budget to reach what the PAV reaches at each budget.
+        ratios = [(b, _budget_to_reach(base, a) / b) for b, a in pav.items() if a > min(base.values())]
+        best = max((r for _, r in ratios), default=float("nan"))
+        check(f"{method} against the PAV at least 1.5x more compute-efficient than against the PRM", best >= 1.5,
+              "budget the PRM needs for the PAV's accuracy, per PAV budget: "
+              + ", ".join(f"{b}: {r:.2f}x" for b, r in ratios) + f"; PAV {pav}, PRM {base}")
+    check("sequential revisions against parallel sampling", None, "not run: the revision model is not trained yet")
+    return checks
+
+
+def _plot_bins(accuracy: dict, path: Path, title: str) -> None:
+    """One panel per bin: each strategy's accuracy against budget."""
+    fig, axes = plots.pyplot().subplots(1, BINS, figsize=(3.2 * BINS, 3.2), sharey=True)
+    for k, ax in enumerate(axes):
+        label = " (easiest)" if k == 0 else " (hardest)" if k == BINS - 1 else ""
+        plots.plot_curves(ax, {s: {int(b): acc[k] for b, acc in per.items()} for s, per in accuracy.items()},
+                          f"bin {k}{label}")
+    axes[0].set_ylabel("accuracy")
+    axes[-1].legend(fontsize=7)
+    fig.suptitle(title, fontsize=10)
+    plots.save(fig, path)
+
+
+def _plot_curves(results: dict, budgets: Sequence[int], out: Path) -> None:
+    """compute_optimal.png (compute-optimal against best-of-N and beam) and pav.png (PAV against PRM)."""
+    def overall(strategy: str) -> dict[int, float]:
+        return {b: _overall(results, strategy, b) for b in budgets}
+
+    figures = {
+        "compute_optimal.png": ("compute-optimal vs best-of-N", {
+            "best-of-N weighted": overall("best_of_n_weighted"), "beam search": overall("beam_search"),
+            **{f"compute-optimal ({kind} bins)": {int(b): a for b, a in results[kind]["compute_optimal"].items()}
+               for kind in ("oracle", "predicted")}}),
+        "pav.png": ("PRM vs process advantage verifier", {
+            label: overall(strategy) for method in ("best_of_n_weighted", "beam_search")
+            for label, strategy in ((f"{method} (PRM)", method), (f"{method} (PAV)", f"{method}_pav"))}),
+    }
+    for name, (title, curves) in figures.items():
+        fig, ax = plots.pyplot().subplots(figsize=(6, 4))
+        plots.plot_curves(ax, curves, title, dashed=tuple(c for c in curves if "PAV" in c or "predicted" in c))
+        ax.set_ylabel("accuracy")
+        ax.legend(fontsize=8)
+        plots.save(fig, out / name)

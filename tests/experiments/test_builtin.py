@@ -1,0 +1,60 @@
+"""The shipped checkpoints: they load like any checkpoint and reproduce their recorded accuracy."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import ponder
+from ponder.builtin import CHECKPOINTS, checkpoint, task_answer, task_checker, task_policy
+from ponder.models import load_tokenizer
+from ponder.search import CheckerVerifier, PRMVerifier, Sampling, best_of_n
+from ponder.tasks import split
+
+# Recorded when the checkpoints were trained: 4 samples (T = 1, seed 0) of each of the
+# first 20 test problems, checked; and the PRM's ranking of them.
+RECORDED_SAMPLES_CORRECT = 29  # of 80
+RECORDED_PRM_MAX_CORRECT = 7  # of 20
+
+
+@pytest.fixture(scope="module")
+def policy():
+    path = checkpoint("policy")
+    return ponder.load_model(path), load_tokenizer(path)
+
+
+def test_every_shipped_checkpoint_is_a_hugging_face_directory():
+    for name in ("policy", "prm", "prover"):
+        path = checkpoint(name)
+        assert {"config.json", "model.safetensors", "tokenizer.json"} <= {p.name for p in path.iterdir()}
+        assert sum(p.stat().st_size for p in path.iterdir()) < 8 * 2**20
+    with pytest.raises(FileNotFoundError, match=r"no built-in checkpoint 'revision'.*\['policy', 'prm', 'prover'\]"):
+        checkpoint("revision")
+    assert CHECKPOINTS.name == "checkpoints"
+
+
+def test_policy_and_prm_reproduce_their_recorded_accuracy(policy):
+    model, tokenizer = policy
+    problems = split("test", 20)
+    questions = [p.prompt for p in problems]
+    sampled = best_of_n(task_policy(model, tokenizer), CheckerVerifier(task_checker(problems)), questions, 4,
+                        answer_of=task_answer, sampling=Sampling(temperature=1.0), seed=0, progress=False)
+    correct = sum(int(c.score) for r in sampled.results for c in r.candidates)
+    assert correct == RECORDED_SAMPLES_CORRECT
+    prm = ponder.load_prm(checkpoint("prm"))
+    ranked = best_of_n(task_policy(model, tokenizer), PRMVerifier(prm.scorer(1 << 14)), questions, 4,
+                       answer_of=task_answer, selection="max", sampling=Sampling(temperature=1.0), seed=0,
+                       progress=False)
+    assert [c.steps for r in ranked.results for c in r.candidates] == \
+        [c.steps for r in sampled.results for c in r.candidates]  # same seed, same samples
+    assert sum(a == p.answer for a, p in zip(ranked.answers, problems)) == RECORDED_PRM_MAX_CORRECT
+
+
+def test_prover_and_prm_make_a_process_advantage_verifier(policy):
+    prm, prover = ponder.load_prm(checkpoint("prm")), ponder.load_prm(checkpoint("prover"))
+    steps = ["3 + 4 = 7", "7 * 2 = 14", "Answer: 14"]
+    wrong = ["3 + 4 = 8", "8 * 2 = 16", "Answer: 16"]
+    _, values = prm.score(["Compute (3 + 4) * 2."] * 2, [steps, wrong])
+    assert values[0] > values[1]  # the PRM prefers the right solution
+    _, prover_values = prover.score(["Compute (3 + 4) * 2."] * 2, [steps, wrong])
+    assert torch.isfinite(prover_values).all()

@@ -1,0 +1,84 @@
+"""``ponder study`` end to end on tiny checkpoints, and its checks of the paper's findings."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from ponder.cli import main
+from ponder.experiments.study import STRATEGIES, StudyConfig, _budget_to_reach, findings, run_study
+
+
+def test_study_runs_bins_cross_validates_and_writes_its_files(checkpoints, tmp_path, capsys):
+    policy, prm = checkpoints
+    config = StudyConfig(problems=10, budgets=(1, 2, 4), chunk=4, policy=str(policy), prm=str(prm),
+                         prover=str(prm), out=str(tmp_path / "s"))
+    results = run_study(config)
+    out = capsys.readouterr().out
+    assert set(results["strategies"]) == set(STRATEGIES)
+    assert set(results["strategies"]["lookahead"]) == {"2", "4"}
+    for per in results["strategies"].values():
+        for record in per.values():
+            assert len(record["correct"]) == 10 and record["generated_tokens"] > 0
+    for kind in ("oracle", "predicted"):
+        bins = results[kind]["bins"]
+        assert len(bins) == 10 and set(bins) <= set(range(5))
+        assert set(results[kind]["compute_optimal"]) == {"1", "2", "4"}
+        # Cross-validated choice is never better than the best strategy on every question.
+        for budget, accuracy in results[kind]["compute_optimal"].items():
+            oracle_best = sum(max(per[budget]["correct"][q] for per in results["strategies"].values()
+                                  if budget in per) for q in range(10)) / 10
+            assert accuracy <= oracle_best + 1e-9
+    assert [p["oracle_pass1"] for p in results["problems"]] and all(0 <= p["oracle_pass1"] <= 1
+                                                                     for p in results["problems"])
+    for line in results["findings"]:
+        assert line["line"] in out
+    written = json.loads((tmp_path / "s" / "study.json").read_text())
+    assert written["findings"] == results["findings"]
+    for picture in ("bins_oracle.png", "bins_predicted.png", "compute_optimal.png", "pav.png"):
+        assert (tmp_path / "s" / picture).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_budget_to_reach_interpolates_in_log_budget():
+    curve = {1: 0.2, 4: 0.4, 16: 0.6}
+    assert _budget_to_reach(curve, 0.1) == 1
+    assert math.isclose(_budget_to_reach(curve, 0.5), 8.0)
+    assert _budget_to_reach(curve, 0.7) == math.inf
+
+
+def _synthetic(beam, bon, majority, optimal, pav):
+    """Results with per-bin accuracies (same at every bin) and overall curves."""
+    def record(acc):
+        return {"correct": [1] * round(100 * acc) + [0] * (100 - round(100 * acc))}
+    strategies = {"beam_search": {str(b): record(a) for b, a in beam.items()},
+                  "best_of_n_weighted": {str(b): record(a) for b, a in bon.items()},
+                  "majority": {str(b): record(a) for b, a in majority.items()},
+                  "beam_search_pav": {str(b): record(a) for b, a in pav.items()}}
+    bins = {"beam_search": {str(b): [a] * 5 for b, a in beam.items()},
+            "best_of_n_weighted": {str(b): [a] * 5 for b, a in bon.items()}}
+    kind = {"accuracy": bins, "compute_optimal": {str(b): a for b, a in optimal.items()}}
+    return {"strategies": strategies, "oracle": kind, "predicted": kind}
+
+
+def test_findings_pass_and_fail_on_their_numbers():
+    budgets = (1, 4, 16, 64)
+    good = _synthetic(beam={1: .2, 4: .5, 16: .6, 64: .6}, bon={1: .2, 4: .4, 16: .5, 64: .6},
+                      majority={1: .2, 4: .4, 16: .5, 64: .55}, optimal={1: .2, 4: .5, 16: .62, 64: .65},
+                      pav={1: .3, 4: .6, 16: .65, 64: .7})
+    checks = findings(good, budgets)
+    assert len(checks) == 8
+    not_run = [c["name"] for c in checks if c["line"].startswith("n/a")]
+    assert not_run == ["best_of_n_weighted against the PAV at least 1.5x more compute-efficient",
+                       "sequential revisions against parallel sampling"]
+    assert all(c["pass"] for c in checks if c["name"] not in not_run)
+    bad = _synthetic(beam={1: .2, 4: .3, 16: .4, 64: .7}, bon={1: .2, 4: .4, 16: .5, 64: .6},
+                     majority={1: .2, 4: .4, 16: .5, 64: .65}, optimal={1: .2, 4: .3, 16: .4, 64: .6},
+                     pav={1: .2, 4: .3, 16: .4, 64: .5})
+    assert [c["line"][:4] for c in findings(bad, budgets)] == ["FAIL"] * 6 + ["n/a "] * 2
+
+
+def test_cli_study_rejects_too_few_problems(checkpoints, tmp_path):
+    with pytest.raises(ValueError, match="at least 10 problems"):
+        main(["study", "--problems", "4", "--out", str(tmp_path)])
