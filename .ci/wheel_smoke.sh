@@ -9,7 +9,7 @@ trap 'rm -rf "$work"' EXIT
 
 .venv/bin/python -m pip wheel --quiet --no-build-isolation --no-deps -w "$work/dist" .
 python3 -m venv "$work/venv"
-"$work/venv/bin/python" -m pip install --quiet --disable-pip-version-check torch==2.13.0 numpy
+"$work/venv/bin/python" -m pip install --quiet --disable-pip-version-check torch==2.13.0 numpy safetensors tokenizers matplotlib
 "$work/venv/bin/python" -m pip install --quiet --disable-pip-version-check --no-deps "$work"/dist/ponder-*.whl
 
 cd "$work"
@@ -35,5 +35,9 @@ ref = ponder.sample(logits, temperature=0.7, top_k=20, top_p=0.9, seed=1, num_sa
 assert torch.equal(out.tokens, ref.tokens)
 print(f"wheel smoke test passed: {ponder.__file__}, kernels {shipped}")
 PY
-"$work/venv/bin/ponder" demo --batch 4 --vocab 1000 --draws 1000 > /dev/null
-echo "ponder demo runs from the installed wheel"
+"$work/venv/bin/ponder" sampling --batch 4 --vocab 1000 --draws 1000 > /dev/null
+echo "ponder sampling runs from the installed wheel"
+# The shipped checkpoints are in the wheel: a one-problem search demo on them.
+(cd "$work" && "$work/venv/bin/ponder" demo --methods best_of_n_weighted beam_search --budgets 1 4 --problems 2 \
+  --out "$work/demo" > /dev/null && test -s "$work/demo/results.json" && test -s "$work/demo/accuracy.png")
+echo "ponder demo runs from the installed wheel on the shipped checkpoints"
