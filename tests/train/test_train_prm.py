@@ -59,9 +59,9 @@ def test_a_short_run_learns_and_saves_a_loadable_prm(policy_dir, tmp_path):
     # A signal a few steps can learn: the answer line is good, every other step bad.
     labeled = [dataclasses.replace(s, correct=tuple(4 * step.startswith("Answer") for step in s.steps))
                for s in checked_labels(64)]
-    config = PRMTrainConfig(epochs=6, batch_size=16, lr=3e-3, warmup_steps=2)
+    config = PRMTrainConfig(epochs=12, batch_size=16, lr=3e-3, warmup_steps=2)
     prm, losses = train_prm(policy_dir, labeled, config)
-    assert len(losses) == 6 * 4
+    assert len(losses) == 12 * 4
     assert sum(losses[-4:]) / 4 < 0.8 * sum(losses[:4]) / 4
     path = save_prm(prm, tmp_path / "prm", config, RolloutConfig())
     loaded = ponder.load_prm(path)
