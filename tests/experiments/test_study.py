@@ -8,7 +8,8 @@ import math
 import pytest
 
 from ponder.cli import main
-from ponder.experiments.study import STRATEGIES, StudyConfig, _budget_to_reach, findings, run_study
+from ponder.experiments.study import (STRATEGIES, StudyConfig, _budget_to_reach, _pairs_ranked, findings,
+                                     run_study)
 
 
 def test_study_runs_bins_cross_validates_and_writes_its_files(checkpoints, tmp_path, capsys):
@@ -35,10 +36,17 @@ def test_study_runs_bins_cross_validates_and_writes_its_files(checkpoints, tmp_p
                                                                      for p in results["problems"])
     for line in results["findings"]:
         assert line["line"] in out
+    ranking = results["prm_ranking"]  # NaN when no problem had both right and wrong samples
+    assert (math.isnan(ranking) or 0 <= ranking <= 1) and "PRM ranking: a right solution scores above" in out
     written = json.loads((tmp_path / "s" / "study.json").read_text())
     assert written["findings"] == results["findings"]
     for picture in ("bins_oracle.png", "bins_predicted.png", "compute_optimal.png", "pav.png"):
         assert (tmp_path / "s" / picture).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_prm_ranking_counts_right_above_wrong_pairs():
+    assert _pairs_ranked([(0.9, True), (0.5, False), (0.9, False), (0.1, True)]) == (1.5, 4)
+    assert _pairs_ranked([(0.3, True)]) == (0, 0)
 
 
 def test_budget_to_reach_interpolates_in_log_budget():

@@ -77,7 +77,7 @@ def _run_chunked(searchers: Searchers, strategy: str, budget: int, problems: Seq
                  shared: dict) -> dict:
     """One strategy at one budget over every problem, chunk by chunk: correctness, scores, spend."""
     method, pav = STRATEGIES[strategy]
-    record = {"correct": [], "pass1": [], "mean_score": [], "generations": 0.0, "generated_tokens": 0.0,
+    record = {"correct": [], "pass1": [], "mean_score": [], "ranking": [], "generations": 0.0, "generated_tokens": 0.0,
               "prm_tokens": 0.0, "wall_s": 0.0}  # spend per problem, wall time in all
     for first in range(0, len(problems), config.chunk):
         chunk = problems[first:first + config.chunk]
@@ -90,12 +90,21 @@ def _run_chunked(searchers: Searchers, strategy: str, budget: int, problems: Seq
         for result, problem in zip(run.result.results, chunk):
             record["pass1"].append(_mean([c.answer == problem.answer for c in result.candidates]))
             record["mean_score"].append(_mean([c.score for c in result.candidates if c.finished]))
+            record["ranking"].append(_pairs_ranked([(c.score, c.answer == problem.answer) for c in result.candidates]))
         spend = run.result.spend  # a shared best-of-N run's spend counts for each of its rows
         record["generations"] += spend.generations / len(problems)
         record["generated_tokens"] += spend.generated_tokens / len(problems)
         record["prm_tokens"] += spend.prm_tokens / len(problems)
         record["wall_s"] += spend.wall_s
     return record
+
+
+def _pairs_ranked(candidates: list[tuple[float, bool]]) -> tuple[float, int]:
+    """(right-above-wrong pairs, ties counting half; all right/wrong pairs) among one problem's scored candidates."""
+    right = [score for score, ok in candidates if ok]
+    wrong = [score for score, ok in candidates if not ok]
+    above = sum((r > w) + 0.5 * (r == w) for r in right for w in wrong)
+    return above, len(right) * len(wrong)
 
 
 def _mean(values) -> float:
@@ -133,13 +142,16 @@ def run_study(config: StudyConfig, searchers: Searchers | None = None, *, log=pr
     if largest is None:
         raise ValueError("the study's difficulty bins need the best_of_n_weighted strategy")
     samples = records["best_of_n_weighted"][largest]
+    pairs = sum(n for _, n in samples["ranking"])
+    ranking = sum(above for above, _ in samples["ranking"]) / pairs if pairs else float("nan")
     oracle = torch.tensor(samples["pass1"], dtype=torch.float32)
     predicted = torch.nan_to_num(torch.tensor(samples["mean_score"], dtype=torch.float32), nan=0.0)
     results = {"config": asdict(config), "checkpoints": searchers.names, "wall_s": 0.0,
                "problems": [{"prompt": p.prompt, "answer": p.answer, "level": p.difficulty.level,
                              "oracle_pass1": float(o), "predicted": float(s)}
                             for p, o, s in zip(problems, oracle, predicted)],
-               "strategies": {s: {str(b): {k: v for k, v in r.items() if k not in ("pass1", "mean_score")}
+               "prm_ranking": ranking,
+               "strategies": {s: {str(b): {k: v for k, v in r.items() if k not in ("pass1", "mean_score", "ranking")}
                                   for b, r in per.items()} for s, per in records.items()}}
     for kind, scores in (("oracle", oracle), ("predicted", predicted)):
         bins = DifficultyBins.fit(scores, BINS).assign(scores)
@@ -157,6 +169,8 @@ def run_study(config: StudyConfig, searchers: Searchers | None = None, *, log=pr
     _plot_curves(results, budgets, out)
     results["wall_s"] = time.perf_counter() - start
     (out / "study.json").write_text(json.dumps(results, indent=1) + "\n")
+    log(f"PRM ranking: a right solution scores above a wrong one of the same problem in {ranking:.1%} of pairs "
+        f"({pairs} pairs, best-of-N at {largest})")
     for line in results["findings"]:
         log(line["line"])
     log(f"\nwrote {out / 'study.json'} and its plots in {results['wall_s']:.0f} s")
