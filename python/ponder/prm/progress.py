@@ -13,7 +13,8 @@ token for the first step). Both PRMs keep their own KV tree; a
 
 from __future__ import annotations
 
-from typing import Sequence
+import contextlib
+from typing import Iterator, Sequence
 
 import torch
 
@@ -54,32 +55,35 @@ class ProgressScorer:
             raise BlockStateError(f"branch {branch} is not a branch of this progress scorer")
         return self._prover_of[branch]
 
+    @contextlib.contextmanager
+    def _freed_on_error(self, base_branches: list[int]) -> Iterator[None]:
+        """Free the new base branches if the prover's half of the call fails, so neither tree changes."""
+        try:
+            yield
+        except BaseException:
+            for b in base_branches:
+                self.base.free(b)
+            raise
+
+    def _link(self, base_branches: list[int], prover_branches: list[int], value: float) -> None:
+        for b, p in zip(base_branches, prover_branches):
+            self._prover_of[b] = p
+            self._value[b] = value
+
     def start(self, questions: Sequence[str]) -> tuple[list[int], torch.Tensor]:
         """Root branches for the questions, and the prover's value at each prompt (float32 [S])."""
         roots, _ = self.base.start(questions)
-        try:
+        with self._freed_on_error(roots):
             prover_roots, values = self.prover.start(questions)
-        except BaseException:
-            for root in roots:
-                self.base.free(root)
-            raise
-        for root, prover_root in zip(roots, prover_roots):
-            self._prover_of[root] = prover_root
-            self._value[root] = float("nan")
+        self._link(roots, prover_roots, float("nan"))
         return roots, values
 
     def fork(self, branch: int, n: int) -> list[int]:
         prover_branch = self._prover_branch(branch)
         children = self.base.fork(branch, n)
-        try:
+        with self._freed_on_error(children):
             prover_children = self.prover.fork(prover_branch, n)
-        except BaseException:
-            for child in children:
-                self.base.free(child)
-            raise
-        for child, prover_child in zip(children, prover_children):
-            self._prover_of[child] = prover_child
-            self._value[child] = self._value[branch]
+        self._link(children, prover_children, self._value[branch])
         return children
 
     def free(self, branch: int) -> None:
