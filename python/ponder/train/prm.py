@@ -109,13 +109,13 @@ def rollout_labels(model: CausalLM, tokenizer, problems: Sequence[Problem], conf
                     for s in group]
         for root in roots:
             policy.free(root)
-        counts: dict[int, list[int]] = {b.uid: [] for b in branches}
-        while branches:
-            values = verifier.score(branches, spend)
+        live = [(b, []) for b in branches]  # each solution with its labels so far (right roll-outs per step)
+        while live:
+            values = verifier.score([b for b, _ in live], spend)
             advancing = []
-            for branch, value in zip(branches, values.tolist()):
+            for (branch, history), value in zip(live, values.tolist()):
                 # A step of only the end-of-sequence token adds no step: its verdict replaces the last label.
-                history = counts.pop(branch.uid)[:len(branch.steps) - 1] + [round(value * config.rollouts)]
+                history = history[:len(branch.steps) - 1] + [round(value * config.rollouts)]
                 if branch.finished:
                     if branch.steps:  # (a solution of no steps has nothing to label)
                         labeled.append(LabeledSolution(batch[branch.prompt].prompt, tuple(branch.steps),
@@ -124,11 +124,10 @@ def rollout_labels(model: CausalLM, tokenizer, problems: Sequence[Problem], conf
                 else:
                     advancing.append((branch, history))
             nexts = policy.expand([b for b, _ in advancing], 1, sampling, config.seed + first, spend)
-            branches = []
+            live = []
             for (parent, history), (child,) in zip(advancing, nexts):
                 policy.free(parent)
-                counts[child.branch.uid] = history
-                branches.append(child.branch)
+                live.append((child.branch, history))
         if log is not None:
             log(f"labelled {first + len(batch):5d}/{len(problems)} problems, {len(labeled)} solutions, "
                 f"{spend.generated_tokens} tokens sampled in the last batch, {time.perf_counter() - start:6.0f} s")
