@@ -77,39 +77,36 @@ def run_demo(config: DemoConfig, searchers: Searchers | None = None, *, log=prin
     problems = split("test", config.problems)
     grid = [(b, m) for b in sorted(config.budgets) for m in config.methods if feasible(m, b)]
     bar = Progress("demo", progress)
-    rows, tree_run = [], None
+    rows, runs = [], []
+    best_of_n_runs = {}  # budget -> the best-of-N result its three selections share
     start = time.perf_counter()
     log(format_table([], header=True))
     for i, (budget, method) in enumerate(grid):
         bar.update(i, len(grid), running=f"{method}@{budget}")
-        shared = next((r.result for r in _done_best_of_n(rows, budget)), None)
         run = searchers.run(method, budget, problems, seed=config.seed, temperature=config.temperature,
-                            aggregate=config.aggregate, best_of_n_result=shared)
-        row = _row(run, problems)
-        row["_run"] = run
-        rows.append(row)
-        if method == "beam_search" and (tree_run is None or budget <= 16):
-            tree_run = run
+                            aggregate=config.aggregate, best_of_n_result=best_of_n_runs.get(budget))
+        if run.result.method == "best_of_n":
+            best_of_n_runs[budget] = run.result
+        runs.append(run)
+        rows.append(_row(run, problems))
         bar.clear()
-        log(format_table([row]))
-    runs = [row.pop("_run") for row in rows]
+        log(format_table(rows[-1:]))
     results = {"config": asdict(config), "checkpoints": searchers.names,
                "problems": [{"prompt": p.prompt, "answer": p.answer, "level": p.difficulty.level} for p in problems],
                "rows": rows, "wall_s": time.perf_counter() - start}
     (out / "results.json").write_text(json.dumps(results, indent=1) + "\n")
     plot_accuracy(rows, out / "accuracy.png", title=f"{len(problems)} held-out problems")
-    tree_run = tree_run or runs[-1]
+    # A beam search's tree, at the largest budget up to 16 (big enough to show pruning, small enough
+    # to read); else the smallest beam search, else the last run.
+    beams = [r for r in runs if r.method == "beam_search"]
+    tree_run = max((r for r in beams if r.budget <= 16), key=lambda r: r.budget,
+                   default=beams[0] if beams else runs[-1])
     prompt = _most_branched(tree_run)
     tree_run.result.tree.render(out / "tree.png", prompt)
     tree_run.result.tree.save_json(out / "tree.json")
     log(f"\nwrote {out / 'results.json'}, {out / 'accuracy.png'}, {out / 'tree.png'} "
         f"({tree_run.method} at budget {tree_run.budget}, problem {prompt}) in {results['wall_s']:.0f} s")
     return results
-
-
-def _done_best_of_n(rows: list[dict], budget: int):
-    """The best-of-N runs already made at ``budget`` (the three selections share one)."""
-    return [row["_run"] for row in rows if row["budget"] == budget and row["_run"].result.method == "best_of_n"]
 
 
 def _most_branched(run: MethodRun) -> int:
