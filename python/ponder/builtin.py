@@ -26,8 +26,8 @@ __all__ = ["CHECKPOINTS", "checkpoint", "task_policy", "task_checker", "task_ans
 
 CHECKPOINTS = Path(__file__).parent / "checkpoints"
 MAX_STEP_TOKENS = 32
-"""A step of the task is at most about 20 characters (``"(17 + 8) * 3 = 25 * 3"``)
-outside the rewrite style; 32 leaves room and still cuts a rambling step short."""
+"""A step of the task is at most 14 characters (``"999 - 99 = 900"``); 32 leaves room
+and still cuts a rambling step short."""
 
 _TASK = ArithmeticTask()
 
