@@ -9,7 +9,7 @@
 * ``ponder study``: the compute-optimal scaling study in small (see
   :mod:`ponder.experiments.study`): difficulty bins, accuracy per bin and budget,
   compute-optimal selection, PAV against PRM, the paper's findings checked.
-* ``ponder train policy|prm``: train the built-in task's tiny models (see :mod:`ponder.train`).
+* ``ponder train policy|prm|revision``: train the built-in task's tiny models (see :mod:`ponder.train`).
 """
 
 from __future__ import annotations
@@ -96,7 +96,7 @@ def _study(args: argparse.Namespace) -> None:
 
     run_study(StudyConfig(problems=args.problems, budgets=tuple(args.budgets), strategies=tuple(args.strategies),
                           pav_alpha=args.pav_alpha, seed=args.seed, policy=args.policy, prm=args.prm,
-                          prover=args.prover, out=args.out))
+                          prover=args.prover, revision=args.revision, out=args.out))
 
 
 def _train_policy(args: argparse.Namespace) -> None:
@@ -134,9 +134,27 @@ def _train_prm(args: argparse.Namespace) -> None:
     print(f"trained {len(losses)} steps (final bce {losses[-1]:.4f}); checkpoint in {path}")
 
 
+def _train_revision(args: argparse.Namespace) -> None:
+    from ponder.models import load_model
+    from ponder.tasks import tokenizer as task_tokenizer
+    from ponder.train import revision
+
+    data = revision.RevisionDataConfig(problems=args.problems, samples=args.samples, seed=args.seed)
+    problems = revision.training_problems(data)
+    attempts = revision.sample_attempts(load_model(args.policy), task_tokenizer.build_tokenizer(), problems, data,
+                                        log=print)
+    trajectories = revision.revision_trajectories(problems, attempts, data.targets_per_problem, seed=args.seed)
+    print(f"{len(trajectories)} trajectories, {sum(len(t.previous) for t in trajectories)} wrong attempts in context")
+    config = revision.RevisionTrainConfig(steps=args.steps, minutes=args.minutes, seed=args.seed)
+    model, losses = revision.train_revision(args.policy, trajectories, config, log=print)
+    path = revision.save_revision(model, args.out, config, data)
+    print(f"trained {len(losses)} steps (final loss {losses[-1]:.4f}); checkpoint in {path}")
+
+
 def main(argv: list[str] | None = None) -> None:
     from ponder.train.policy import PolicyTrainConfig
     from ponder.train.prm import PRMTrainConfig, RolloutConfig
+    from ponder.train.revision import RevisionDataConfig, RevisionTrainConfig
 
     parser = argparse.ArgumentParser(prog="ponder", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -171,6 +189,7 @@ def main(argv: list[str] | None = None) -> None:
     study.add_argument("--policy", default=None, help="policy checkpoint directory (default: built-in)")
     study.add_argument("--prm", default=None, help="PRM checkpoint directory (default: built-in)")
     study.add_argument("--prover", default=None, help="prover PRM checkpoint directory (default: built-in)")
+    study.add_argument("--revision", default=None, help="revision model checkpoint directory (default: built-in)")
     study.add_argument("--out", default=StudyConfig.out, help=f"output directory (default ./{StudyConfig.out})")
     study.set_defaults(run=_study)
     sampling = commands.add_parser("sampling", help="show fused sampling at work")
@@ -210,6 +229,20 @@ def main(argv: list[str] | None = None) -> None:
                      help=f"training wall-time limit (default {PRMTrainConfig.minutes:g})")
     prm.add_argument("--seed", type=int, default=0)
     prm.set_defaults(run=_train_prm)
+    revise = models.add_parser("revision", help="a revision model: the policy fine-tuned to answer again after "
+                                                "wrong attempts")
+    revise.add_argument("--policy", required=True, help="the policy checkpoint directory (sampled, and the "
+                                                        "revision model's starting weights)")
+    revise.add_argument("--out", required=True, help="checkpoint directory to write")
+    revise.add_argument("--problems", type=int, default=RevisionDataConfig.problems, help="training problems sampled")
+    revise.add_argument("--samples", type=int, default=RevisionDataConfig.samples,
+                        help="solutions sampled per problem")
+    revise.add_argument("--steps", type=int, default=RevisionTrainConfig.steps,
+                        help=f"optimizer steps (default {RevisionTrainConfig.steps})")
+    revise.add_argument("--minutes", type=float, default=RevisionTrainConfig.minutes,
+                        help=f"training wall-time limit (default {RevisionTrainConfig.minutes:g})")
+    revise.add_argument("--seed", type=int, default=0)
+    revise.set_defaults(run=_train_revision)
     args = parser.parse_args(argv)
     args.run(args)
 

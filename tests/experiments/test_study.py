@@ -8,18 +8,20 @@ import math
 import pytest
 
 from ponder.cli import main
-from ponder.experiments.study import (STRATEGIES, StudyConfig, _budget_to_reach, _pairs_ranked, findings,
+from ponder.experiments.study import (PRM_STRATEGIES, STRATEGIES, StudyConfig, _budget_to_reach, _pairs_ranked, findings,
                                      run_study)
 
 
 def test_study_runs_bins_cross_validates_and_writes_its_files(checkpoints, tmp_path, capsys):
     policy, prm = checkpoints
     config = StudyConfig(problems=10, budgets=(1, 2, 4), chunk=4, policy=str(policy), prm=str(prm),
-                         prover=str(prm), out=str(tmp_path / "s"))
+                         prover=str(prm), revision=str(policy), out=str(tmp_path / "s"))
     results = run_study(config)
     out = capsys.readouterr().out
     assert set(results["strategies"]) == set(STRATEGIES)
     assert set(results["strategies"]["lookahead"]) == {"2", "4"}
+    assert set(results["strategies"]["revisions_balanced"]) == {"2", "4"}
+    assert set(results["oracle"]["accuracy"]) == set(STRATEGIES)  # every strategy per bin
     for per in results["strategies"].values():
         for record in per.values():
             assert len(record["correct"]) == 10 and record["generated_tokens"] > 0
@@ -29,8 +31,8 @@ def test_study_runs_bins_cross_validates_and_writes_its_files(checkpoints, tmp_p
         assert set(results[kind]["compute_optimal"]) == {"1", "2", "4"}
         # Cross-validated choice is never better than the best strategy on every question.
         for budget, accuracy in results[kind]["compute_optimal"].items():
-            oracle_best = sum(max(per[budget]["correct"][q] for per in results["strategies"].values()
-                                  if budget in per) for q in range(10)) / 10
+            oracle_best = sum(max(per[budget]["correct"][q] for s, per in results["strategies"].items()
+                                  if budget in per and s in PRM_STRATEGIES) for q in range(10)) / 10
             assert accuracy <= oracle_best + 1e-9
     assert [p["oracle_pass1"] for p in results["problems"]] and all(0 <= p["oracle_pass1"] <= 1
                                                                      for p in results["problems"])
@@ -40,7 +42,7 @@ def test_study_runs_bins_cross_validates_and_writes_its_files(checkpoints, tmp_p
     assert (math.isnan(ranking) or 0 <= ranking <= 1) and "PRM ranking: a right solution scores above" in out
     written = json.loads((tmp_path / "s" / "study.json").read_text())
     assert written["findings"] == results["findings"]
-    for picture in ("bins_oracle.png", "bins_predicted.png", "compute_optimal.png", "pav.png"):
+    for picture in ("bins_oracle.png", "bins_predicted.png", "revisions.png", "compute_optimal.png", "pav.png"):
         assert (tmp_path / "s" / picture).read_bytes()[:4] == b"\x89PNG"
 
 
@@ -56,8 +58,9 @@ def test_budget_to_reach_interpolates_in_log_budget():
     assert _budget_to_reach(curve, 0.7) == math.inf
 
 
-def _synthetic(beam, bon, majority, optimal, pav):
-    """Results with per-bin accuracies (same at every bin) and overall curves."""
+def _synthetic(beam, bon, majority, optimal, pav, revisions=None):
+    """Results with per-bin accuracies (same at every bin but the revision methods', given
+    per bin as ``{method: {budget: [5 bins]}}``) and overall curves."""
     def record(acc):
         return {"correct": [1] * round(100 * acc) + [0] * (100 - round(100 * acc))}
     strategies = {"beam_search": {str(b): record(a) for b, a in beam.items()},
@@ -65,26 +68,43 @@ def _synthetic(beam, bon, majority, optimal, pav):
                   "majority": {str(b): record(a) for b, a in majority.items()},
                   "beam_search_pav": {str(b): record(a) for b, a in pav.items()}}
     bins = {"beam_search": {str(b): [a] * 5 for b, a in beam.items()},
-            "best_of_n_weighted": {str(b): [a] * 5 for b, a in bon.items()}}
+            "best_of_n_weighted": {str(b): [a] * 5 for b, a in bon.items()},
+            **{m: {str(b): acc for b, acc in per.items()} for m, per in (revisions or {}).items()}}
     kind = {"accuracy": bins, "compute_optimal": {str(b): a for b, a in optimal.items()}}
     return {"strategies": strategies, "oracle": kind, "predicted": kind}
+
+
+def _revision_bins(easy_order, hard_order):
+    """Per-bin accuracies of the three revision splits at 4, 16, 64: on bins 0-1 ranked by
+    ``easy_order`` and on bins 3-4 by ``hard_order`` (best first)."""
+    def level(method, order):
+        return 0.6 - 0.1 * order.index(method)
+    return {m: {b: [level(m, easy_order)] * 2 + [0.3] + [level(m, hard_order) - 0.3] * 2 for b in (4, 16, 64)}
+            for m in ("revisions_parallel", "revisions_balanced", "revisions_sequential")}
 
 
 def test_findings_pass_and_fail_on_their_numbers():
     budgets = (1, 4, 16, 64)
     good = _synthetic(beam={1: .2, 4: .5, 16: .6, 64: .6}, bon={1: .2, 4: .4, 16: .5, 64: .6},
                       majority={1: .2, 4: .4, 16: .5, 64: .55}, optimal={1: .2, 4: .5, 16: .62, 64: .65},
-                      pav={1: .3, 4: .6, 16: .65, 64: .7})
+                      pav={1: .3, 4: .6, 16: .65, 64: .7},
+                      revisions=_revision_bins(["revisions_sequential", "revisions_balanced", "revisions_parallel"],
+                                               ["revisions_balanced", "revisions_parallel", "revisions_sequential"]))
     checks = findings(good, budgets)
-    assert len(checks) == 8
+    assert len(checks) == 9
     not_run = [c["name"] for c in checks if c["line"].startswith("n/a")]
-    assert not_run == ["best_of_n_weighted against the PAV at least 1.5x more compute-efficient",
-                       "sequential revisions against parallel sampling"]
+    assert not_run == ["best_of_n_weighted against the PAV at least 1.5x more compute-efficient"]
     assert all(c["pass"] for c in checks if c["name"] not in not_run)
     bad = _synthetic(beam={1: .2, 4: .3, 16: .4, 64: .7}, bon={1: .2, 4: .4, 16: .5, 64: .6},
                      majority={1: .2, 4: .4, 16: .5, 64: .65}, optimal={1: .2, 4: .3, 16: .4, 64: .6},
-                     pav={1: .2, 4: .3, 16: .4, 64: .5})
-    assert [c["line"][:4] for c in findings(bad, budgets)] == ["FAIL"] * 6 + ["n/a "] * 2
+                     pav={1: .2, 4: .3, 16: .4, 64: .5},
+                     revisions=_revision_bins(["revisions_parallel", "revisions_balanced", "revisions_sequential"],
+                                              ["revisions_sequential", "revisions_balanced", "revisions_parallel"]))
+    assert [c["line"][:4] for c in findings(bad, budgets)] == ["FAIL"] * 6 + ["n/a "] + ["FAIL"] * 2
+    without = _synthetic(beam={1: .2, 4: .3, 16: .4, 64: .7}, bon={1: .2, 4: .4, 16: .5, 64: .6},
+                         majority={1: .2, 4: .4, 16: .5, 64: .65}, optimal={1: .2, 4: .3, 16: .4, 64: .6},
+                         pav={1: .2, 4: .3, 16: .4, 64: .5})
+    assert findings(without, budgets)[-1]["line"].startswith("n/a   sequential revisions against parallel sampling")
 
 
 def test_cli_study_rejects_too_few_problems(checkpoints, tmp_path):

@@ -16,7 +16,7 @@ from ponder.cli import main
 from ponder.tasks import split
 from ponder.tasks import tokenizer as task_tokenizer
 from ponder.train.prm import (LabeledSolution, PRMTrainConfig, RolloutConfig, load_labels, prover_labels,
-                              rollout_labels, save_labels, save_prm, train_prm)
+                              rollout_labels, save_labels, save_prm, step_lm_loss, train_prm)
 
 
 @pytest.fixture(scope="module")
@@ -87,3 +87,27 @@ def test_cli_labels_once_and_reuses_the_labels(policy_dir, tmp_path, capsys):
     out = capsys.readouterr().out
     assert f"read {len(load_labels(labels))} labelled solutions from {labels}" in out
     assert ponder.load_prm(tmp_path / "prover").score(["Compute 1 + 2."], [["1 + 2 = 3"]])[1].shape == (1,)
+
+
+def test_step_lm_loss_reads_the_right_solutions_steps_only(policy_dir):
+    model = ponder.load_model(policy_dir)
+    prm = ponder.prm.PRM(model, task_tokenizer.build_tokenizer(), "ponder-arith",
+                         ponder.prm.heads.LinearHead([(torch.zeros(1, model.config.hidden_size), None)]))
+    questions, solutions = ["Compute 7 + 5.", "Compute 2 * 3 - 1."], [["7 + 5 = 12", "Answer: 12"],
+                                                                      ["2 * 3 = 6", "6 - 1 = 5", "Answer: 5"]]
+    packed = prm.pack(questions, solutions)
+    hidden = model.dense_hidden(packed.input_ids, packed.attention_mask)
+    prompts = torch.tensor([len(prm.encode_prompt(q)) for q in questions])
+    lengths = packed.attention_mask.sum(1)
+    for kept in ([0], [1], [0, 1]):  # rows of length 0 carry no loss
+        rows = torch.zeros(2, dtype=torch.bool)
+        rows[kept] = True
+        loss = step_lm_loss(model, packed.input_ids, hidden, prompts, lengths * rows, prm.tag_id)
+        logits = model.forward_dense(packed.input_ids, packed.attention_mask)
+        terms = [torch.nn.functional.cross_entropy(logits[r, t - 1], packed.input_ids[r, t])
+                 for r in kept for t in range(int(prompts[r]), int(lengths[r]))
+                 if packed.input_ids[r, t] != prm.tag_id]
+        assert len(terms) == sum(len(prm.tokenizer.encode("\n".join(solutions[r]) + "\n",
+                                                          add_special_tokens=False).ids) for r in kept)
+        torch.testing.assert_close(loss, torch.stack(terms).mean(), atol=1e-5, rtol=1e-5)
+    assert step_lm_loss(model, packed.input_ids, hidden, prompts, lengths * 0, prm.tag_id) == 0

@@ -11,17 +11,24 @@ configuration; :func:`run_method` runs one on a batch of questions.
 
 The three best-of-N rows are one set of samples selected three ways
 (:meth:`~ponder.search.SearchResult.reselect`), so they share their spend.
+
+:data:`REVISION_METHODS` are sequential revisions (:func:`~ponder.search.revisions`)
+with a revision model as the policy, the budget split three ways between parallel
+chains and sequential attempts (:func:`revision_split`): all parallel, all
+sequential, and balanced in between.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 
 from ponder.search import (Policy, SearchResult, Verifier, beam_search, best_of_n, dvts, lookahead_search,
-                           mcts, Sampling)
+                           mcts, revisions, Sampling)
 
-__all__ = ["METHODS", "BEAM_WIDTH", "LOOKAHEAD_STEPS", "MethodRun", "run_method", "feasible"]
+__all__ = ["METHODS", "REVISION_METHODS", "BEAM_WIDTH", "LOOKAHEAD_STEPS", "MethodRun", "run_method", "feasible",
+           "revision_split"]
 
 BEAM_WIDTH = 4          # M: children per kept beam (beam, lookahead, DVTS)
 LOOKAHEAD_STEPS = 1     # k of lookahead search
@@ -29,6 +36,8 @@ MCTS_CHILDREN = 4
 MCTS_ITERATIONS_PER_GENERATION = 4  # a cap only: the token budget ends MCTS first
 METHODS = ("best_of_n_max", "best_of_n_weighted", "majority", "beam_search", "lookahead", "mcts", "dvts")
 """Every configuration, in the order tables list them."""
+REVISION_METHODS = ("revisions_parallel", "revisions_balanced", "revisions_sequential")
+"""Sequential revisions at three splits of the budget (see :func:`revision_split`)."""
 
 
 @dataclass
@@ -46,10 +55,30 @@ class MethodRun:
 
 
 def feasible(method: str, budget: int) -> bool:
-    """Whether ``method`` can spend exactly ``budget`` generations (lookahead needs ``k + 1``)."""
+    """Whether ``method`` can spend exactly ``budget`` generations (lookahead needs ``k + 1``;
+    balanced revisions need two attempts or more per chain)."""
     if method == "lookahead":
         return budget % (LOOKAHEAD_STEPS + 1) == 0
+    if method == "revisions_balanced":
+        return budget >= 2
     return budget >= 1
+
+
+def revision_split(method: str, budget: int) -> tuple[int, int]:
+    """(chains, attempts per chain) of a revision method at ``budget``: ``(budget, 1)`` for
+    ``revisions_parallel``, ``(1, budget)`` for ``revisions_sequential``, and for
+    ``revisions_balanced`` the chain length the power of two nearest the square root
+    of the budget (at least 2; rounded down where it does not divide the budget)."""
+    if method == "revisions_parallel":
+        return budget, 1
+    if method == "revisions_sequential":
+        return 1, budget
+    if method != "revisions_balanced":
+        raise ValueError(f"unknown revision method {method!r}: expected one of {REVISION_METHODS}")
+    length = max(2, 2 ** round(math.log2(budget) / 2))
+    while budget % length:
+        length //= 2
+    return budget // length, length
 
 
 def _beams(n: int) -> tuple[int, int]:
@@ -61,15 +90,15 @@ def run_method(method: str, budget: int, policy: Policy, verifier: Verifier, que
                answer_of, seed: int = 0, sampling: Sampling = Sampling(), progress: bool | None = None,
                tokens_per_generation: int | None = None,
                best_of_n_result: SearchResult | None = None) -> MethodRun:
-    """Run ``method`` (a name in :data:`METHODS`) at ``budget`` generations per question.
+    """Run ``method`` (a name in :data:`METHODS` or :data:`REVISION_METHODS`) at ``budget`` generations per question.
 
     ``tokens_per_generation``: the tokens of a typical whole solution (MCTS's token
     budget is ``budget`` times it; required for MCTS). ``best_of_n_result``: a
     best-of-N run at this budget to select from again instead of sampling anew (the
     three best-of-N rows share one).
     """
-    if method not in METHODS:
-        raise ValueError(f"unknown method {method!r}: expected one of {METHODS}")
+    if method not in METHODS + REVISION_METHODS:
+        raise ValueError(f"unknown method {method!r}: expected one of {METHODS + REVISION_METHODS}")
     if not feasible(method, budget):
         raise ValueError(f"{method} cannot spend {budget} generations (lookahead needs a multiple of "
                          f"{LOOKAHEAD_STEPS + 1})")
@@ -87,6 +116,9 @@ def run_method(method: str, budget: int, policy: Policy, verifier: Verifier, que
     elif method == "dvts":
         n, width = _beams(budget)
         result = dvts(policy, verifier, questions, n, width, **common)
+    elif method in REVISION_METHODS:
+        chains, length = revision_split(method, budget)
+        result = revisions(policy, verifier, questions, chains=chains, length=length, **common)
     else:
         if tokens_per_generation is None or tokens_per_generation < 1:
             raise ValueError(f"MCTS needs tokens_per_generation >= 1 to turn {budget} generations into tokens, "

@@ -1,7 +1,8 @@
 """The models an experiment searches with, and one method run on a set of the task's problems.
 
-:class:`Searchers` holds the policy, the PRM and (for process advantage verifiers) the
-prover PRM, loaded from checkpoint directories or the shipped ones. Each run gets a
+:class:`Searchers` holds the policy, the PRM, and when asked for them the prover PRM (for
+process advantage verifiers) and the revision model (the policy of the revision
+methods), loaded from checkpoint directories or the shipped ones. Each run gets a
 fresh policy KV cache and fresh PRM scorers sized for its budget, so no run profits
 from prefixes another left in a cache, and the runs' spends compare.
 """
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import ponder
 from ponder.builtin import checkpoint, task_answer, task_policy
-from ponder.experiments.methods import MethodRun, run_method
+from ponder.experiments.methods import REVISION_METHODS, MethodRun, run_method
 from ponder.models import load_tokenizer
 from ponder.prm import ProgressScorer
 from ponder.search import PRMVerifier, Sampling, SearchResult
@@ -30,28 +31,33 @@ of its own."""
 
 @dataclass
 class Searchers:
-    """The policy (with its tokenizer), the PRM and optionally the prover PRM; ``names``
-    says where each came from."""
+    """The policy (with its tokenizer), the PRM, optionally the prover PRM and the revision
+    model (which shares the policy's tokenizer); ``names`` says where each came from."""
 
     model: ponder.models.CausalLM
     tokenizer: object
     prm: ponder.prm.PRM
     prover: ponder.prm.PRM | None = None
+    reviser: ponder.models.CausalLM | None = None
     names: dict = field(default_factory=dict)
 
     @classmethod
-    def load(cls, policy: str | None = None, prm: str | None = None, prover: str | None = None, *,
-             with_prover: bool = False) -> "Searchers":
-        """Load checkpoint directories (None: the shipped ones); the prover only ``with_prover``."""
+    def load(cls, policy: str | None = None, prm: str | None = None, prover: str | None = None,
+             revision: str | None = None, *, with_prover: bool = False, with_revision: bool = False) -> "Searchers":
+        """Load checkpoint directories (None: the shipped ones); the prover only ``with_prover``,
+        the revision model only ``with_revision``."""
         policy_path = Path(policy) if policy else checkpoint("policy")
         prm_path = Path(prm) if prm else checkpoint("prm")
         names = {"policy": str(policy or "built-in"), "prm": str(prm or "built-in")}
-        prover_prm = None
+        prover_prm = reviser = None
         if with_prover:
             prover_prm = ponder.load_prm(Path(prover) if prover else checkpoint("prover"))
             names["prover"] = str(prover or "built-in")
+        if with_revision:
+            reviser = ponder.load_model(Path(revision) if revision else checkpoint("revision"))
+            names["revision"] = str(revision or "built-in")
         return cls(ponder.load_model(policy_path), load_tokenizer(policy_path), ponder.load_prm(prm_path),
-                   prover_prm, names)
+                   prover_prm, reviser, names)
 
     def verifier(self, tokens: int, *, aggregate: str = "last", pav_alpha: float | None = None) -> PRMVerifier:
         """A PRM verifier with KV room for ``tokens``; with ``pav_alpha``, PAV's ``Q + alpha * A``
@@ -66,9 +72,15 @@ class Searchers:
     def run(self, method: str, budget: int, problems: Sequence[Problem], *, seed: int = 0, temperature: float = 1.0,
             aggregate: str = "last", pav_alpha: float | None = None,
             best_of_n_result: SearchResult | None = None) -> MethodRun:
-        """``method`` (see :data:`~ponder.experiments.methods.METHODS`) at ``budget`` generations on ``problems``."""
+        """``method`` (see :data:`~ponder.experiments.methods.METHODS` and ``REVISION_METHODS``,
+        which sample from the revision model) at ``budget`` generations on ``problems``."""
+        model = self.model
+        if method in REVISION_METHODS:
+            if self.reviser is None:
+                raise ValueError(f"{method} needs the revision model: load with with_revision=True")
+            model = self.reviser
         tokens = max(8192, budget * len(problems) * KV_TOKENS_PER_GENERATION)
-        policy = task_policy(self.model, self.tokenizer, cache_tokens=tokens)
+        policy = task_policy(model, self.tokenizer, cache_tokens=tokens)
         verifier = self.verifier(tokens, aggregate=aggregate, pav_alpha=pav_alpha)
         return run_method(method, budget, policy, verifier, [p.prompt for p in problems], answer_of=task_answer,
                           seed=seed, sampling=Sampling(temperature=temperature), progress=False,

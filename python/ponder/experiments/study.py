@@ -6,17 +6,21 @@ On the first ``problems`` validation problems, every strategy runs at every budg
 * best-of-N selected by PRM max, PRM-weighted vote and majority vote (one set of samples);
 * beam search (beam width 4), lookahead search (k = 1) and DVTS against the PRM;
 * best-of-N (weighted) and beam search against the process advantage verifier
-  ``Q + alpha * A`` (the PRM plus the prover PRM's progress), for the PAV comparison.
+  ``Q + alpha * A`` (the PRM plus the prover PRM's progress), for the PAV comparison;
+* sequential revisions with the revision model, the budget all in parallel chains,
+  all in one sequential chain, or balanced between the two
+  (:data:`~ponder.experiments.methods.REVISION_METHODS`), against the PRM.
 
 Difficulty, in five quantile bins (bin 0 the easiest), two ways: *oracle*, from the
 policy's pass@1 over the largest budget's best-of-N samples, and *predicted*, from the
 PRM's mean final score over the same samples. Per bin and budget the accuracy of every
-strategy; the compute-optimal strategy per bin and budget chosen by two-fold cross
+strategy; the compute-optimal PRM search strategy per bin and budget chosen by two-fold cross
 validation (:func:`ponder.search.compute_optimal.cross_validate`) and its accuracy
 against best-of-N's. The findings the paper reports are checked and printed as
 PASS / FAIL lines with their numbers (:func:`findings`). Written into ``out``:
 ``study.json`` (everything), ``bins_oracle.png`` / ``bins_predicted.png`` (accuracy
-against budget per bin), ``compute_optimal.png`` and ``pav.png``.
+against budget per bin of the PRM search strategies), ``revisions.png`` (the same for
+the revision splits, oracle bins), ``compute_optimal.png`` and ``pav.png``.
 
 Problems run in chunks (``chunk`` problems per search) so that the KV caches stay small.
 """
@@ -33,7 +37,7 @@ from pathlib import Path
 import torch
 
 from ponder.experiments import plots
-from ponder.experiments.methods import feasible
+from ponder.experiments.methods import REVISION_METHODS, feasible
 from ponder.experiments.searchers import Searchers
 from ponder.search.compute_optimal import DifficultyBins, cross_validate
 from ponder.search.progress import Progress
@@ -50,9 +54,10 @@ STRATEGIES: dict[str, tuple[str, bool]] = {
     "dvts": ("dvts", False),
     "best_of_n_weighted_pav": ("best_of_n_weighted", True),
     "beam_search_pav": ("beam_search", True),
+    **{method: (method, False) for method in REVISION_METHODS},
 }
 """Strategy name -> (method of :mod:`ponder.experiments.methods`, against the PAV)."""
-PRM_STRATEGIES = [name for name, (_, pav) in STRATEGIES.items() if not pav]
+PRM_STRATEGIES = [name for name, (method, pav) in STRATEGIES.items() if not pav and method not in REVISION_METHODS]
 """The strategies compute-optimal selection chooses among (the paper's PRM search)."""
 BINS = 5
 
@@ -70,6 +75,7 @@ class StudyConfig:
     policy: str | None = None
     prm: str | None = None
     prover: str | None = None
+    revision: str | None = None
     out: str = "ponder-study"
 
 
@@ -122,7 +128,9 @@ def run_study(config: StudyConfig, searchers: Searchers | None = None, *, log=pr
         raise ValueError(f"the study needs at least {2 * BINS} problems (two folds of {BINS} bins), "
                          f"got {config.problems}")
     needs_pav = any(STRATEGIES[s][1] for s in config.strategies)
-    searchers = searchers or Searchers.load(config.policy, config.prm, config.prover, with_prover=needs_pav)
+    needs_revision = any(STRATEGIES[s][0] in REVISION_METHODS for s in config.strategies)
+    searchers = searchers or Searchers.load(config.policy, config.prm, config.prover, config.revision,
+                                            with_prover=needs_pav, with_revision=needs_revision)
     problems = split("validation", config.problems)
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -156,15 +164,17 @@ def run_study(config: StudyConfig, searchers: Searchers | None = None, *, log=pr
     for kind, scores in (("oracle", oracle), ("predicted", predicted)):
         bins = DifficultyBins.fit(scores, BINS).assign(scores)
         accuracy = {s: {b: torch.tensor(r["correct"], dtype=torch.float32) for b, r in records[s].items()}
-                    for s in config.strategies if s in PRM_STRATEGIES}
-        chosen = cross_validate(accuracy, bins, BINS, seed=config.seed)
-        results[kind] = {
-            "bins": bins.tolist(),
-            "accuracy": {s: {str(b): [float(acc[bins == k].mean()) if bool((bins == k).any()) else float("nan")
-                                      for k in range(BINS)] for b, acc in per.items()} for s, per in accuracy.items()},
-            "compute_optimal": {str(b): float(acc.mean()) for b, acc in chosen.items()},
-        }
-        _plot_bins(results[kind]["accuracy"], out / f"bins_{kind}.png", f"{kind} difficulty bins")
+                    for s in config.strategies}
+        chosen = cross_validate({s: per for s, per in accuracy.items() if s in PRM_STRATEGIES}, bins, BINS,
+                                seed=config.seed)
+        per_bin = {s: {str(b): [float(acc[bins == k].mean()) if bool((bins == k).any()) else float("nan")
+                                for k in range(BINS)] for b, acc in per.items()} for s, per in accuracy.items()}
+        results[kind] = {"bins": bins.tolist(), "accuracy": per_bin,
+                         "compute_optimal": {str(b): float(acc.mean()) for b, acc in chosen.items()}}
+        _plot_bins({s: a for s, a in per_bin.items() if s in PRM_STRATEGIES}, out / f"bins_{kind}.png",
+                   f"{kind} difficulty bins")
+    _plot_bins({s: a for s, a in results["oracle"]["accuracy"].items() if s in REVISION_METHODS},
+               out / "revisions.png", "sequential revisions: parallel, balanced and sequential splits, oracle bins")
     results["findings"] = findings(results, budgets)
     _plot_curves(results, budgets, out)
     results["wall_s"] = time.perf_counter() - start
@@ -242,7 +252,27 @@ def findings(results: dict, budgets: Sequence[int]) -> list[dict]:
         check(f"{method} against the PAV at least 1.5x more compute-efficient than against the PRM", overall >= 1.5,
               f"{overall:.2f}x (geometric mean of the budget the PRM needs for the PAV's accuracy, per PAV budget: "
               + ", ".join(f"{b}: {r:.2f}x" for b, r in ratios) + f"); PAV {pav}, PRM {base}")
-    check("sequential revisions against parallel sampling", None, "not run: the revision model is not trained yet")
+    revised = {m: bins.get(m, {}) for m in REVISION_METHODS}
+    compared = [b for b in budgets if b >= 4 and all(str(b) in per for per in revised.values())]
+    if compared:
+        easier, harder = range(0, 2), range(BINS - 2, BINS)
+
+        def gain(method: str, budget: int, over: str, rows) -> float:
+            return _mean(revised[method][str(budget)][k] - revised[over][str(budget)][k] for k in rows)
+
+        ahead = {b: gain("revisions_sequential", b, "revisions_parallel", easier) for b in compared}
+        check("sequential revisions ahead of parallel sampling at equal budget on the easier bins (0-1)",
+              all(g > 0 for g in ahead.values()),
+              ", ".join(f"budget {b}: sequential - parallel = {g:+.3f}" for b, g in ahead.items()))
+        interior = {b: min(gain("revisions_balanced", b, end, harder) for end in ("revisions_sequential",
+                                                                                  "revisions_parallel"))
+                    for b in compared}
+        check(f"an interior sequential/parallel ratio is best on the harder bins ({BINS - 2}-{BINS - 1})",
+              all(g > 0 for g in interior.values()),
+              ", ".join(f"budget {b}: balanced - best of the two ends = {g:+.3f}" for b, g in interior.items()))
+    else:
+        check("sequential revisions against parallel sampling", None,
+              f"needs {', '.join(REVISION_METHODS)} at a budget of 4 or more")
     return checks
 
 

@@ -33,7 +33,7 @@ from ponder.tasks import LEVELS, STYLES, ArithmeticTask, sample_solution, split
 from ponder.tasks import tokenizer as task_tokenizer
 from ponder.train.optim import Optimisation, Optimiser
 
-__all__ = ["PolicyTrainConfig", "encode_example", "make_batch", "train_policy", "save_policy"]
+__all__ = ["PolicyTrainConfig", "encode_example", "make_batch", "examples_loss", "train_policy", "save_policy"]
 
 IGNORE = -100  # label of a token that carries no loss
 TRAINED_STYLES = tuple(style for style in STYLES if style.order == "left" and not style.regroup and not style.rewrite)
@@ -83,6 +83,14 @@ def make_batch(examples: list[tuple[list[int], list[int]]]) -> tuple[torch.Tenso
         mask[i, :len(ids)] = 1
         labels[i, :len(target)] = torch.tensor(target)
     return input_ids, mask, labels
+
+
+def examples_loss(model: CausalLM, examples: list[tuple[list[int], list[int]]]) -> torch.Tensor:
+    """The mean next-token cross-entropy of a batch of :func:`encode_example` examples (labelled tokens only)."""
+    input_ids, mask, labels = make_batch(examples)
+    logits = model.forward_dense(input_ids, mask)
+    return F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1),
+                           ignore_index=IGNORE)
 
 
 BUCKET = 8  # batches drawn together and grouped by length
@@ -136,10 +144,7 @@ def train_policy(config: PolicyTrainConfig = PolicyTrainConfig(),
     for step in range(config.steps):
         if optimiser.out_of_time():
             break
-        input_ids, mask, labels = make_batch(next(batches))
-        logits = model.forward_dense(input_ids, mask)
-        loss = F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1),
-                               ignore_index=IGNORE)
+        loss = examples_loss(model, next(batches))
         lr = optimiser.step(step, loss)
         losses.append(loss.item())
         if log is not None and (step % 50 == 0 or step == config.steps - 1):

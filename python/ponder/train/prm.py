@@ -44,7 +44,7 @@ from ponder.tasks import tokenizer as task_tokenizer
 from ponder.train.optim import Optimisation, Optimiser
 
 __all__ = ["RolloutConfig", "PRMTrainConfig", "LabeledSolution", "rollout_labels", "prover_labels",
-           "save_labels", "load_labels", "train_prm", "save_prm"]
+           "save_labels", "load_labels", "train_prm", "step_lm_loss", "save_prm"]
 
 
 @dataclass(frozen=True)
@@ -160,19 +160,23 @@ class PRMTrainConfig(Optimisation):
     lr: float = 3e-4  # low: keep the policy's arithmetic, which the PRM's checks build on
     warmup_steps: int = 20
     minutes: float = 15.0
+    lm_weight: float = 1.0  # next-token loss on the right solutions' steps, beside the value loss
 
 
 def train_prm(policy_path: str | Path, labeled: Sequence[LabeledSolution], config: PRMTrainConfig = PRMTrainConfig(),
               log: Callable[[str], None] | None = None) -> tuple[PRM, list[float]]:
     """Fine-tune the policy at ``policy_path`` into a value-head PRM on ``labeled``.
 
-    Returns the PRM (eval mode) and the binary cross-entropy of each optimizer step.
+    The loss is the binary cross-entropy of the value head at every tag, plus
+    ``config.lm_weight`` times the next-token loss of the right solutions' steps
+    (:func:`step_lm_loss`). Returns the PRM (eval mode) and the binary cross-entropy of
+    each optimizer step.
     Batches hold solutions of similar length (sorted, then shuffled as whole batches).
     """
     torch.manual_seed(config.seed)
     rng = random.Random(config.seed)
     tokenizer = task_tokenizer.build_tokenizer()
-    model = load_model(policy_path, lm_head=False)
+    model = load_model(policy_path, lm_head=config.lm_weight > 0)
     weight = torch.nn.Parameter(torch.zeros(1, model.config.hidden_size))
     bias = torch.nn.Parameter(torch.zeros(1))
     prm = PRM(model, tokenizer, "ponder-arith", LinearHead([(weight, bias)]))
@@ -195,15 +199,41 @@ def train_prm(policy_path: str | Path, labeled: Sequence[LabeledSolution], confi
         logits = prm.head.logits(hidden[packed.positions[:, 0], packed.positions[:, 1]])[:, 0]
         target = torch.stack([targets[rows[i]][j] for i, j in zip(packed.positions[:, 0].tolist(),
                                                                   packed.steps.tolist())])
-        loss = F.binary_cross_entropy_with_logits(logits, target)
-        lr = optimiser.step(step, loss)
-        losses.append(loss.item())
+        bce = F.binary_cross_entropy_with_logits(logits, target)
+        lm = torch.zeros(())
+        if config.lm_weight:
+            # only the right solutions: the PRM should not learn the policy's slips
+            prompts = torch.tensor([len(prm.encode_prompt(labeled[i].question)) for i in rows])
+            lengths = packed.attention_mask.sum(1) * torch.tensor([labeled[i].correct[-1] > 0 for i in rows])
+            lm = step_lm_loss(model, packed.input_ids, hidden, prompts, lengths, prm.tag_id)
+        lr = optimiser.step(step, bce + config.lm_weight * lm)
+        losses.append(bce.item())
         if log is not None and (step % 50 == 0 or step == total - 1):
-            log(f"step {step:5d}/{total}  bce {losses[-1]:.4f}  lr {lr:.2e}  {optimiser.elapsed_s:6.0f} s")
+            log(f"step {step:5d}/{total}  bce {losses[-1]:.4f}  lm {lm.item():.4f}  lr {lr:.2e}  "
+                f"{optimiser.elapsed_s:6.0f} s")
     model.eval()
     for p in params:
         p.requires_grad_(False)
     return prm, losses
+
+
+def step_lm_loss(model: CausalLM, input_ids: torch.Tensor, hidden: torch.Tensor, prompt_lengths: torch.Tensor,
+                  lengths: torch.Tensor, tag_id: int) -> torch.Tensor:
+    """Next-token cross-entropy over the solution tokens of a packed batch.
+
+    input_ids int64 [S, L], hidden [S, L, H]; prompt_lengths, lengths int64 [S]: where each
+    row's solution starts and ends (rows of length 0 are left out). The targets are the
+    steps' own tokens, not the prompt, the padding or the tags, which the policy never
+    writes. Beside the value loss it keeps the arithmetic the policy learned, which
+    checking a step needs, from washing out.
+    """
+    position = torch.arange(1, input_ids.shape[1])
+    targets = input_ids[:, 1:]
+    mask = (position >= prompt_lengths[:, None]) & (position < lengths[:, None]) & (targets != tag_id)
+    if not mask.any():
+        return hidden.new_zeros(())
+    logits = F.linear(hidden[:, :-1][mask], model.output_weight)
+    return F.cross_entropy(logits.float(), targets[mask])
 
 
 def save_prm(prm: PRM, directory: str | Path, config: PRMTrainConfig | None = None,
