@@ -7,7 +7,9 @@ Hugging Face directories under ``ponder/checkpoints/``:
 * ``prm``: a process reward model trained on Monte-Carlo roll-out values of the
   policy (``ponder train prm``);
 * ``prover``: the value of a best-of-4 prover of the policy, the advantage term of a
-  process advantage verifier (``ponder train prm --prover-best-of 4``).
+  process advantage verifier (``ponder train prm --prover-best-of 4``);
+* ``revision``: the policy fine-tuned to answer again after up to four wrong attempts
+  in its prompt, the policy of sequential revisions (``ponder train revision``).
 
 They load through :func:`ponder.load_model` and :func:`ponder.load_prm` like any
 checkpoint; :func:`checkpoint` gives their directories.
@@ -33,7 +35,7 @@ _TASK = ArithmeticTask()
 
 
 def checkpoint(name: str) -> Path:
-    """The directory of the shipped checkpoint ``name`` (``"policy"``, ``"prm"``, ``"prover"``)."""
+    """The directory of the shipped checkpoint ``name`` (``"policy"``, ``"prm"``, ``"prover"``, ``"revision"``)."""
     path = CHECKPOINTS / name
     if not (path / "config.json").is_file():
         shipped = sorted(p.name for p in CHECKPOINTS.iterdir() if (p / "config.json").is_file()) \

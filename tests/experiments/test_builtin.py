@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 
 import ponder
 from ponder.builtin import CHECKPOINTS, checkpoint, task_answer, task_checker, task_policy
 from ponder.models import load_tokenizer
-from ponder.search import CheckerVerifier, PRMVerifier, Sampling, best_of_n
+from ponder.search import CheckerVerifier, PRMVerifier, Sampling, best_of_n, revisions
 from ponder.tasks import split
 
 # Recorded when the checkpoints were trained: 4 samples (T = 1, seed 0) of each of the
-# first 20 test problems, checked; and the PRM's ranking of them.
+# first 20 test problems, checked; the PRM's ranking of them; and a chain of 3 revisions
+# of each by the revision model (T = 1, seed 0), checked.
 RECORDED_SAMPLES_CORRECT = 29  # of 80
 RECORDED_PRM_MAX_CORRECT = 7  # of 20
+RECORDED_REVISIONS_CORRECT = 22  # of 60
+SHIPPED = ["policy", "prm", "prover", "revision"]
 
 
 @pytest.fixture(scope="module")
@@ -24,12 +29,12 @@ def policy():
 
 
 def test_every_shipped_checkpoint_is_a_hugging_face_directory():
-    for name in ("policy", "prm", "prover"):
+    for name in SHIPPED:
         path = checkpoint(name)
         assert {"config.json", "model.safetensors", "tokenizer.json"} <= {p.name for p in path.iterdir()}
         assert sum(p.stat().st_size for p in path.iterdir()) < 8 * 2**20
-    with pytest.raises(FileNotFoundError, match=r"no built-in checkpoint 'revision'.*\['policy', 'prm', 'prover'\]"):
-        checkpoint("revision")
+    with pytest.raises(FileNotFoundError, match=r"no built-in checkpoint 'critic'.*" + re.escape(str(SHIPPED))):
+        checkpoint("critic")
     assert CHECKPOINTS.name == "checkpoints"
 
 
@@ -58,3 +63,14 @@ def test_prover_and_prm_make_a_process_advantage_verifier(policy):
     assert values[0] > values[1]  # the PRM prefers the right solution
     _, prover_values = prover.score(["Compute (3 + 4) * 2."] * 2, [steps, wrong])
     assert torch.isfinite(prover_values).all()
+
+
+def test_revision_model_reproduces_its_recorded_accuracy(policy):
+    _, tokenizer = policy
+    problems = split("test", 20)
+    reviser = ponder.load_model(checkpoint("revision"))
+    chains = revisions(task_policy(reviser, tokenizer, cache_tokens=1 << 15), CheckerVerifier(task_checker(problems)),
+                       [p.prompt for p in problems], answer_of=task_answer, chains=1, length=3,
+                       sampling=Sampling(temperature=1.0), seed=0, progress=False)
+    assert all(len(r.candidates) == 3 for r in chains.results)
+    assert sum(int(c.score) for r in chains.results for c in r.candidates) == RECORDED_REVISIONS_CORRECT
