@@ -110,3 +110,14 @@ def test_findings_pass_and_fail_on_their_numbers():
 def test_cli_study_rejects_too_few_problems(checkpoints, tmp_path):
     with pytest.raises(ValueError, match="at least 10 problems"):
         main(["study", "--problems", "4", "--out", str(tmp_path)])
+
+
+def test_pav_efficiency_bounds_a_budget_the_prm_never_reaches():
+    # Measured once: the PAV a problem ahead at 4, where the PRM curve only falls after 1.
+    results = _synthetic(beam={1: .38, 4: .373, 16: .353, 64: .32}, bon={1: .2, 4: .4, 16: .5, 64: .6},
+                         majority={1: .2, 4: .4, 16: .5, 64: .55}, optimal={1: .2, 4: .5, 16: .62, 64: .65},
+                         pav={1: .38, 4: .387, 16: .367, 64: .353})
+    line = next(c for c in findings(results, (1, 4, 16, 64)) if c["name"].startswith("beam_search against the PAV"))
+    # 4: the PRM never reaches 0.387, so 64 / 4 stands in as a lower bound; 16 and 64: reached at 1.
+    assert "4: >=16.00x" in line["line"] and "16: 0.06x" in line["line"] and not line["pass"]
+    assert line["line"].startswith("FAIL  beam_search against the PAV at least 1.5x") and "0.35x" in line["line"]
