@@ -9,7 +9,7 @@ import pytest
 from ponder.cli import main
 from ponder.experiments.demo import DemoConfig, format_table, run_demo
 from ponder.experiments.searchers import Searchers
-from ponder.experiments.methods import METHODS, feasible, run_method
+from ponder.experiments.methods import METHODS, REVISION_METHODS, feasible, revision_split, run_method
 from ponder.search import CheckerVerifier
 from ponder.tasks import split
 
@@ -83,3 +83,18 @@ def test_methods_at_a_budget(checkpoints):
         run("mcts", 2)
     with pytest.raises(ValueError, match="unknown method"):
         run("beam", 2)
+    # Revisions: chains x attempts per chain spend the budget; balanced chains are about sqrt(N) long.
+    splits = {(m, b): revision_split(m, b) for m in REVISION_METHODS for b in (2, 4, 6, 8, 16, 64)
+              if feasible(m, b)}
+    assert all(chains * length == b for (_, b), (chains, length) in splits.items())
+    assert [splits["revisions_balanced", b] for b in (2, 4, 6, 8, 16, 64)] == \
+        [(1, 2), (2, 2), (3, 2), (2, 4), (4, 4), (8, 8)]
+    assert splits["revisions_parallel", 16] == (16, 1) and splits["revisions_sequential", 16] == (1, 16)
+    config = run("revisions_balanced", 4).result.config
+    assert (config["chains"], config["length"]) == (2, 2)
+    with pytest.raises(ValueError, match="balanced revisions at least 2"):
+        run("revisions_balanced", 1)
+    with pytest.raises(ValueError, match="unknown revision method"):
+        revision_split("revisions", 4)
+    with pytest.raises(ValueError, match="needs the revision model"):
+        searchers.run("revisions_parallel", 2, problems)

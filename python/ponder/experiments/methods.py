@@ -101,7 +101,7 @@ def run_method(method: str, budget: int, policy: Policy, verifier: Verifier, que
         raise ValueError(f"unknown method {method!r}: expected one of {METHODS + REVISION_METHODS}")
     if not feasible(method, budget):
         raise ValueError(f"{method} cannot spend {budget} generations (lookahead needs a multiple of "
-                         f"{LOOKAHEAD_STEPS + 1})")
+                         f"{LOOKAHEAD_STEPS + 1}, balanced revisions at least 2)")
     common = dict(answer_of=answer_of, seed=seed, sampling=sampling, progress=progress)
     if method in ("best_of_n_max", "best_of_n_weighted", "majority"):
         result = best_of_n_result or best_of_n(policy, verifier, questions, budget, selection="weighted", **common)
