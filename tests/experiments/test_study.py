@@ -8,8 +8,8 @@ import math
 import pytest
 
 from ponder.cli import main
-from ponder.experiments.study import (PRM_STRATEGIES, STRATEGIES, StudyConfig, _budget_to_reach, _pairs_ranked, findings,
-                                     run_study)
+from ponder.experiments.study import (PRM_STRATEGIES, STRATEGIES, StudyConfig, _budget_to_reach, _pairs_ranked,
+                                     findings, run_study)
 
 
 def test_study_runs_bins_cross_validates_and_writes_its_files(checkpoints, tmp_path, capsys):

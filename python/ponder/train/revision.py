@@ -38,7 +38,7 @@ from ponder.train.optim import Optimisation, Optimiser
 from ponder.train.policy import encode_example, examples_loss, save_policy
 
 __all__ = ["RevisionDataConfig", "RevisionTrainConfig", "Trajectory", "edit_distance", "sample_attempts",
-           "revision_trajectories", "train_revision", "save_revision"]
+           "revision_trajectories", "revision_example", "train_revision", "save_revision", "training_problems"]
 
 MAX_CONTEXT = 4  # wrong attempts at most in a trajectory's context, as the paper's revision model sees
 
@@ -106,7 +106,8 @@ def edit_distance(a: str, b: str) -> int:
     return distance
 
 
-def sample_attempts(model: CausalLM, tokenizer, problems: Sequence[Problem], config: RevisionDataConfig = RevisionDataConfig(),
+def sample_attempts(model: CausalLM, tokenizer, problems: Sequence[Problem],
+                    config: RevisionDataConfig = RevisionDataConfig(),
                     log: Callable[[str], None] | None = None) -> list[list[tuple[tuple[str, ...], bool]]]:
     """For each problem, its sampled solutions with a well-formed answer: (steps, right) each."""
     task = ArithmeticTask()
@@ -116,9 +117,9 @@ def sample_attempts(model: CausalLM, tokenizer, problems: Sequence[Problem], con
         batch = list(problems[first:first + config.prompts_per_batch])
         tokens = config.samples * len(batch) * 128
         policy = task_policy(model, tokenizer, cache_tokens=tokens)
-        result = best_of_n(policy, CheckerVerifier(task_checker(batch)), [p.prompt for p in batch], config.samples, answer_of=task_answer,
-                           sampling=sampling, seed=config.seed + first, progress=False)
-        for prompt_result in result.results:
+        checked = best_of_n(policy, CheckerVerifier(task_checker(batch)), [p.prompt for p in batch], config.samples,
+                            answer_of=task_answer, sampling=sampling, seed=config.seed + first, progress=False)
+        for prompt_result in checked.results:  # a candidate's score is the checker's verdict, 1 or 0
             attempts.append([(tuple(task.split_steps(c.text)), c.score > 0.5) for c in prompt_result.candidates
                              if c.finished and c.answer is not None])
         if log is not None:
