@@ -113,6 +113,7 @@ def _train_prm(args: argparse.Namespace) -> None:
     from pathlib import Path
 
     from ponder.models import load_model
+    from ponder.tasks import split
     from ponder.tasks import tokenizer as task_tokenizer
     from ponder.train import prm as prm_training
 
@@ -124,7 +125,7 @@ def _train_prm(args: argparse.Namespace) -> None:
     else:
         policy = load_model(args.policy)
         labeled = prm_training.rollout_labels(policy, task_tokenizer.build_tokenizer(),
-                                              prm_training.training_problems(rollouts), rollouts, log=print)
+                                              split("train", rollouts.problems), rollouts, log=print)
         if args.labels:
             prm_training.save_labels(labeled, args.labels)
     config = prm_training.PRMTrainConfig(best_of=args.prover_best_of, epochs=args.epochs, minutes=args.minutes,
@@ -136,11 +137,12 @@ def _train_prm(args: argparse.Namespace) -> None:
 
 def _train_revision(args: argparse.Namespace) -> None:
     from ponder.models import load_model
+    from ponder.tasks import split
     from ponder.tasks import tokenizer as task_tokenizer
     from ponder.train import revision
 
     data = revision.RevisionDataConfig(problems=args.problems, samples=args.samples, seed=args.seed)
-    problems = revision.training_problems(data)
+    problems = split("train", data.problems)
     attempts = revision.sample_attempts(load_model(args.policy), task_tokenizer.build_tokenizer(), problems, data,
                                         log=print)
     trajectories = revision.revision_trajectories(problems, attempts, data.targets_per_problem, seed=args.seed)

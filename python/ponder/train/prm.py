@@ -39,7 +39,7 @@ from ponder.models import CausalLM, load_model, save_pretrained
 from ponder.prm import PRM
 from ponder.prm.heads import LinearHead
 from ponder.search import MonteCarloVerifier, Sampling, Spend
-from ponder.tasks import Problem, split
+from ponder.tasks import Problem
 from ponder.tasks import tokenizer as task_tokenizer
 from ponder.train.optim import Optimisation, Optimiser
 
@@ -181,6 +181,8 @@ def train_prm(policy_path: str | Path, labeled: Sequence[LabeledSolution], confi
     bias = torch.nn.Parameter(torch.zeros(1))
     prm = PRM(model, tokenizer, "ponder-arith", LinearHead([(weight, bias)]))
     targets = [torch.tensor(prover_labels(s, config.best_of)) for s in labeled]
+    prompt_lengths = torch.tensor([len(prm.encode_prompt(s.question)) for s in labeled])  # where the steps start
+    right = torch.tensor([s.correct[-1] > 0 for s in labeled])
     order = sorted(range(len(labeled)), key=lambda i: sum(map(len, labeled[i].steps)))
     batches = [order[i:i + config.batch_size] for i in range(0, len(order), config.batch_size)]
     total = config.epochs * len(batches)
@@ -203,9 +205,8 @@ def train_prm(policy_path: str | Path, labeled: Sequence[LabeledSolution], confi
         lm = torch.zeros(())
         if config.lm_weight:
             # only the right solutions: the PRM should not learn the policy's slips
-            prompts = torch.tensor([len(prm.encode_prompt(labeled[i].question)) for i in rows])
-            lengths = packed.attention_mask.sum(1) * torch.tensor([labeled[i].correct[-1] > 0 for i in rows])
-            lm = step_lm_loss(model, packed.input_ids, hidden, prompts, lengths, prm.tag_id)
+            lengths = packed.attention_mask.sum(1) * right[rows]
+            lm = step_lm_loss(model, packed.input_ids, hidden, prompt_lengths[rows], lengths, prm.tag_id)
         lr = optimiser.step(step, bce + config.lm_weight * lm)
         losses.append(bce.item())
         if log is not None and (step % 50 == 0 or step == total - 1):
@@ -245,8 +246,3 @@ def save_prm(prm: PRM, directory: str | Path, config: PRMTrainConfig | None = No
     info = {"prm": asdict(config) if config else None, "rollouts": asdict(rollouts) if rollouts else None}
     (directory / "ponder_train.json").write_text(json.dumps(info, indent=2) + "\n")
     return directory
-
-
-def training_problems(config: RolloutConfig) -> list[Problem]:
-    """The problems labelled: the first ``config.problems`` of the training split."""
-    return split("train", config.problems)

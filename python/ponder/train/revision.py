@@ -32,13 +32,13 @@ from ponder.builtin import task_answer, task_checker, task_policy
 from ponder.models import CausalLM, load_model
 from ponder.search import CheckerVerifier, Sampling, best_of_n
 from ponder.search.revisions import default_revision_prompt
-from ponder.tasks import ArithmeticTask, Problem, split
+from ponder.tasks import ArithmeticTask, Problem
 from ponder.tasks import tokenizer as task_tokenizer
 from ponder.train.optim import Optimisation, Optimiser
 from ponder.train.policy import encode_example, examples_loss, save_policy
 
 __all__ = ["RevisionDataConfig", "RevisionTrainConfig", "Trajectory", "edit_distance", "sample_attempts",
-           "revision_trajectories", "revision_example", "train_revision", "save_revision", "training_problems"]
+           "revision_trajectories", "revision_example", "train_revision", "save_revision"]
 
 MAX_CONTEXT = 4  # wrong attempts at most in a trajectory's context, as the paper's revision model sees
 
@@ -115,7 +115,7 @@ def sample_attempts(model: CausalLM, tokenizer, problems: Sequence[Problem],
     attempts: list[list[tuple[tuple[str, ...], bool]]] = []
     for first in range(0, len(problems), config.prompts_per_batch):
         batch = list(problems[first:first + config.prompts_per_batch])
-        tokens = config.samples * len(batch) * 128
+        tokens = config.samples * len(batch) * 128  # a whole solution is at most about 100 tokens
         policy = task_policy(model, tokenizer, cache_tokens=tokens)
         checked = best_of_n(policy, CheckerVerifier(task_checker(batch)), [p.prompt for p in batch], config.samples,
                             answer_of=task_answer, sampling=sampling, seed=config.seed + first, progress=False)
@@ -199,8 +199,3 @@ def save_revision(model: CausalLM, directory: str | Path, config: RevisionTrainC
     info = {"revision": asdict(config) if config else None, "data": asdict(data) if data else None}
     (directory / "ponder_train.json").write_text(json.dumps(info, indent=2) + "\n")
     return directory
-
-
-def training_problems(config: RevisionDataConfig) -> list[Problem]:
-    """The problems sampled: the first ``config.problems`` of the training split."""
-    return split("train", config.problems)
