@@ -79,8 +79,8 @@ LEVELS: dict[int, Difficulty] = {
     1: Difficulty(n_ops=2, digits=1, operators="+-*", shape="chain"),   # 7 * 8 - 9
     2: Difficulty(n_ops=4, digits=1, operators="+-*/", shape="chain"),  # (3 + 5) * 3 / 8 + 7
     3: Difficulty(n_ops=1, digits=2, operators="+-", shape="chain"),    # 47 + 38
-    4: Difficulty(n_ops=2, digits=2, operators="+-*", shape="chain"),   # 61 - 25 + 47
-    5: Difficulty(n_ops=4, digits=2, operators="+-*/", shape="chain"),  # (97 + 85 - 71) / 37 * 14
+    4: Difficulty(n_ops=2, digits=2, operators="+-", shape="chain"),    # 61 - 25 + 47
+    5: Difficulty(n_ops=3, digits=2, operators="+-", shape="chain"),    # 97 + 85 - 71 + 37
 }
 """Preset difficulties, easiest first; the splits draw from these."""
 
