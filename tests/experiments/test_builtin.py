@@ -14,11 +14,15 @@ from ponder.search import CheckerVerifier, PRMVerifier, Sampling, best_of_n, rev
 from ponder.tasks import split
 
 # Recorded when the checkpoints were trained: 4 samples (T = 1, seed 0) of each of the
-# first 20 test problems, checked; the PRM's ranking of them; and a chain of 3 revisions
-# of each by the revision model (T = 1, seed 0), checked.
-RECORDED_SAMPLES_CORRECT = 29  # of 80
-RECORDED_PRM_MAX_CORRECT = 7  # of 20
-RECORDED_REVISIONS_CORRECT = 22  # of 60
+# first 20 test problems, checked; the PRM's ranking of them; a chain of 3 revisions of
+# each by the revision model (T = 1, seed 0), checked; and of the first 40 test problems,
+# how often the PRM and the prover score the reference solution above the same solution
+# with its last result off by one. (The PRM's count is chance: it does not check the
+# arithmetic of a step, see README "What the study shows".)
+RECORDED_SAMPLES_CORRECT = 40  # of 80
+RECORDED_PRM_MAX_CORRECT = 10  # of 20
+RECORDED_REVISIONS_CORRECT = 27  # of 60
+RECORDED_OFF_BY_ONE_CAUGHT = {"prm": 19, "prover": 28}  # of 40
 SHIPPED = ["policy", "prm", "prover", "revision"]
 
 
@@ -55,14 +59,21 @@ def test_policy_and_prm_reproduce_their_recorded_accuracy(policy):
     assert sum(a == p.answer for a, p in zip(ranked.answers, problems)) == RECORDED_PRM_MAX_CORRECT
 
 
-def test_prover_and_prm_make_a_process_advantage_verifier(policy):
-    prm, prover = ponder.load_prm(checkpoint("prm")), ponder.load_prm(checkpoint("prover"))
-    steps = ["3 + 4 = 7", "7 * 2 = 14", "Answer: 14"]
-    wrong = ["3 + 4 = 8", "8 * 2 = 16", "Answer: 16"]
-    _, values = prm.score(["Compute (3 + 4) * 2."] * 2, [steps, wrong])
-    assert values[0] > values[1]  # the PRM prefers the right solution
-    _, prover_values = prover.score(["Compute (3 + 4) * 2."] * 2, [steps, wrong])
-    assert torch.isfinite(prover_values).all()
+def _last_result_off_by_one(steps: tuple[str, ...]) -> list[str]:
+    *head, last, _ = steps
+    left, result = last.rsplit(" = ", 1)
+    return [*head, f"{left} = {int(result) + 1}", f"Answer: {int(result) + 1}"]
+
+
+@pytest.mark.parametrize("name", ["prm", "prover"])
+def test_prm_and_prover_reproduce_their_recorded_step_checks(name):
+    problems = split("test", 40)
+    questions = [p.prompt for p in problems]
+    verifier = ponder.load_prm(checkpoint(name))
+    _, right = verifier.score(questions, [list(p.steps) for p in problems])
+    _, wrong = verifier.score(questions, [_last_result_off_by_one(p.steps) for p in problems])
+    assert torch.isfinite(right).all() and torch.isfinite(wrong).all()
+    assert int((right > wrong).sum()) == RECORDED_OFF_BY_ONE_CAUGHT[name]
 
 
 def test_revision_model_reproduces_its_recorded_accuracy(policy):
