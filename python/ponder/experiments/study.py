@@ -255,8 +255,8 @@ def findings(results: dict, budgets: Sequence[int]) -> list[dict]:
         # a lower bound (marked ">="), so one budget's edge of a problem or two cannot make
         # the mean infinite.
         top_budget = max(base)
-        ratios = [(b, min(_budget_to_reach(base, a), top_budget) / b, _budget_to_reach(base, a) > top_budget)
-                  for b, a in pav.items() if a > min(base.values())]
+        needed = {b: _budget_to_reach(base, a) for b, a in pav.items() if a > min(base.values())}
+        ratios = [(b, min(n, top_budget) / b, n > top_budget) for b, n in needed.items()]
         overall = math.exp(_mean(math.log(r) for _, r, _ in ratios)) if ratios else float("nan")
         check(f"{method} against the PAV at least 1.5x more compute-efficient than against the PRM", overall >= 1.5,
               f"{overall:.2f}x (geometric mean of the budget the PRM needs for the PAV's accuracy, per PAV budget: "
