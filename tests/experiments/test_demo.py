@@ -64,6 +64,7 @@ def test_demo_rejects_bad_settings(checkpoints, tmp_path, config, message):
 
 def test_methods_at_a_budget(checkpoints):
     assert [b for b in range(1, 9) if feasible("lookahead", b)] == [2, 4, 6, 8]
+    assert [b for b in range(1, 9) if feasible("mcts", b)] == [4, 5, 6, 7, 8]
     searchers = Searchers.load(*map(str, checkpoints))
     problems = split("test", 2)
     from ponder.builtin import task_answer, task_checker, task_policy
@@ -76,11 +77,13 @@ def test_methods_at_a_budget(checkpoints):
     # Beam width: the largest divisor of the beams up to 4; lookahead spends (k + 1) per beam.
     assert run("beam_search", 6).result.config["width"] == 3
     assert run("lookahead", 8).result.config["n"] == 4
-    assert run("mcts", 2, tokens_per_generation=20).result.config["max_tokens"] == 40
+    assert run("mcts", 4, tokens_per_generation=20).result.config["max_tokens"] == 80
     with pytest.raises(ValueError, match="lookahead needs a multiple of 2"):
         run("lookahead", 3)
     with pytest.raises(ValueError, match="MCTS needs tokens_per_generation"):
-        run("mcts", 2)
+        run("mcts", 4)
+    with pytest.raises(ValueError, match="MCTS at least 4"):
+        run("mcts", 2, tokens_per_generation=20)
     with pytest.raises(ValueError, match="unknown method"):
         run("beam", 2)
     # Revisions: chains x attempts per chain spend the budget; balanced chains are about sqrt(N) long.

@@ -56,9 +56,13 @@ class MethodRun:
 
 def feasible(method: str, budget: int) -> bool:
     """Whether ``method`` can spend exactly ``budget`` generations (lookahead needs ``k + 1``;
-    balanced revisions need two attempts or more per chain)."""
+    balanced revisions need two attempts or more per chain; MCTS needs :data:`MCTS_CHILDREN`
+    or more, because every step down to its first finished solution samples that many
+    children, so a smaller budget ends before any solution is finished)."""
     if method == "lookahead":
         return budget % (LOOKAHEAD_STEPS + 1) == 0
+    if method == "mcts":
+        return budget >= MCTS_CHILDREN
     if method == "revisions_balanced":
         return budget >= 2
     return budget >= 1
@@ -101,7 +105,7 @@ def run_method(method: str, budget: int, policy: Policy, verifier: Verifier, que
         raise ValueError(f"unknown method {method!r}: expected one of {METHODS + REVISION_METHODS}")
     if not feasible(method, budget):
         raise ValueError(f"{method} cannot spend {budget} generations (lookahead needs a multiple of "
-                         f"{LOOKAHEAD_STEPS + 1}, balanced revisions at least 2)")
+                         f"{LOOKAHEAD_STEPS + 1}, balanced revisions at least 2, MCTS at least {MCTS_CHILDREN})")
     common = dict(answer_of=answer_of, seed=seed, sampling=sampling, progress=progress)
     if method in ("best_of_n_max", "best_of_n_weighted", "majority"):
         result = best_of_n_result or best_of_n(policy, verifier, questions, budget, selection="weighted", **common)
