@@ -7,7 +7,10 @@ tokenizer of the built-in task saved beside it:
 * ``classifier`` / ``value``: transformers' ``*ForTokenClassification`` with 2 labels / 1;
 * ``mlp``: a decoder with a Linear-ReLU-Linear head under ``score.0`` / ``score.2``, as
   Qwen2.5-Math-PRM stores it (transformers has no class for it: the oracle applies it);
-* ``outcome``: ``*ForSequenceClassification`` with 1 label (an outcome reward model).
+* ``outcome``: ``*ForSequenceClassification`` with 1 label (an outcome reward model);
+* ``surprisal``: a causal LM with a value head that also reads the LM head's surprise at
+  each step, under ``score.weight`` / ``score.bias`` / ``score.surprise`` (the oracle
+  computes the surprise from the full text's logits).
 
 ``Oracle.step_scores(question, steps)`` scores every step of a solution from scratch
 with transformers' full forward over the whole text.
@@ -33,6 +36,7 @@ KINDS = {
     "value": dict(kind="token-classification", variant="llama", num_labels=1),
     "mlp": dict(kind="causal-lm", variant="llama_bias"),
     "outcome": dict(kind="sequence-classification", variant="mistral", num_labels=1, pad_token_id=0),
+    "surprisal": dict(kind="causal-lm", variant="llama"),
 }
 LOAD_ARGS = {
     "pair": dict(format=PAIR_FORMAT, head="pair"),
@@ -40,6 +44,7 @@ LOAD_ARGS = {
     "value": dict(format="ponder-arith", head="value"),
     "mlp": dict(format="ponder-arith", head="classifier"),
     "outcome": dict(format=OUTCOME_FORMAT, head="value", outcome=True),
+    "surprisal": dict(format="ponder-arith", head="value-surprisal"),
 }
 
 
@@ -58,14 +63,27 @@ def _add_mlp_head(directory, hidden: int, seed: int) -> dict[str, torch.Tensor]:
     return head
 
 
+def _add_surprisal_head(directory, hidden: int, seed: int) -> dict[str, torch.Tensor]:
+    """Add a surprisal value head under ``score.`` beside the causal LM's weights."""
+    from safetensors.torch import load_file, save_file
+
+    weights = load_file(directory / "model.safetensors")
+    gen = torch.Generator().manual_seed(seed)
+    head = {"score.weight": torch.randn(1, hidden, generator=gen) / math.sqrt(hidden),
+            "score.bias": 0.2 * torch.randn(1, generator=gen),
+            "score.surprise": torch.tensor([[0.3, 0.5]])}
+    save_file({**weights, **head}, directory / "model.safetensors", metadata={"format": "pt"})
+    return head
+
+
 class Oracle:
     """Scores every step of a solution from scratch with transformers, over the whole text."""
 
-    def __init__(self, name: str, directory, mlp_head: dict | None):
+    def __init__(self, name: str, directory, head: dict | None):
         self.name = name
         kind = KINDS[name]["kind"]
-        self.hf = load_hf_model(directory, "causal-lm" if name == "mlp" else kind)
-        self.mlp_head = mlp_head
+        self.hf = load_hf_model(directory, kind)
+        self.head = head  # the weights under score. that transformers has no class for
         self.tokenizer = task_tokenizer.build_tokenizer()
         self.format = LOAD_ARGS[name]["format"]
         if not isinstance(self.format, PRMFormat):
@@ -74,16 +92,39 @@ class Oracle:
 
     def ids(self, question: str, steps: list[str]) -> tuple[list[int], list[int]]:
         """The token ids of the whole text and the position of each step's score (the tag, else its last token)."""
+        return self.ids_and_steps(question, steps)[:2]
+
+    def ids_and_steps(self, question: str, steps: list[str]) -> tuple[list[int], list[int], list[range]]:
+        """As :meth:`ids`, and the positions of each step's text tokens."""
         encode = lambda text: self.tokenizer.encode(text, add_special_tokens=False).ids  # noqa: E731
         ids = self.tokenizer.encode(self.format.prompt.format(question=question)).ids
-        positions = []
+        positions, texts = [], []
         for step in steps:
+            texts.append(range(len(ids), len(ids) + len(encode(step))))
             ids += encode(step)
             if self.format.tag is not None:
                 ids.append(self.tokenizer.token_to_id(self.format.tag))
             positions.append(len(ids) - 1)
             ids += encode(self.format.separator)
-        return ids, positions
+        return ids, positions, texts
+
+    @torch.no_grad()
+    def surprisal_scores(self, question: str, steps: list[str]) -> torch.Tensor:
+        """float64 [len(steps)]: the surprisal value head's scores, every feature from the full text's logits."""
+        ids, positions, texts = self.ids_and_steps(question, steps)
+        out = self.hf(torch.tensor([ids]), output_hidden_states=True)
+        logprobs = out.logits[0].double().log_softmax(-1)
+        hidden = out.hidden_states[-1][0, positions].double()
+        so_far, features = 0.0, []
+        for text in texts:
+            written = [logprobs[t - 1, ids[t]].item() for t in text[1:]]  # every token after the step's first
+            least = min(written, default=0.0)
+            so_far = min(so_far, least)
+            features.append([least, so_far])
+        h = {name: w.double() for name, w in self.head.items()}
+        logits = hidden @ h["score.weight"].T + h["score.bias"] + torch.tensor(features, dtype=torch.float64) @ \
+            h["score.surprise"].T
+        return torch.sigmoid(logits[:, 0])
 
     @torch.no_grad()
     def scores_at(self, ids: list[int], positions: list[int]) -> torch.Tensor:
@@ -95,7 +136,7 @@ class Oracle:
             return torch.softmax(logits[:, [plus, minus]], dim=-1)[:, 0]
         if self.name == "mlp":
             hidden = self.hf.model(input_ids).last_hidden_state[0, positions].double()
-            h = self.mlp_head
+            h = self.head
             x = torch.relu(hidden @ h["score.0.weight"].double().T + h["score.0.bias"].double())
             logits = x @ h["score.2.weight"].double().T + h["score.2.bias"].double()
             return torch.softmax(logits, dim=-1)[:, 1]
@@ -110,6 +151,8 @@ class Oracle:
 
     def step_scores(self, question: str, steps: list[str]) -> torch.Tensor:
         """float64 [len(steps)]: each step's score (an outcome model: the final step's only, NaN before)."""
+        if self.name == "surprisal":
+            return self.surprisal_scores(question, steps)
         ids, positions = self.ids(question, steps)
         if self.name == "outcome":
             out = torch.full((len(steps),), float("nan"), dtype=torch.float64)
@@ -117,8 +160,13 @@ class Oracle:
             return out
         return self.scores_at(ids, positions)
 
+    @torch.no_grad()
     def root_value(self, question: str) -> float:
         ids, _ = self.ids(question, [])
+        if self.name == "surprisal":  # no step, no surprise: the value head alone at the prompt's last token
+            hidden = self.hf.model(torch.tensor([ids])).last_hidden_state[0, -1].double()
+            logit = hidden @ self.head["score.weight"][0].double() + self.head["score.bias"][0].double()
+            return float(torch.sigmoid(logit))
         return float(self.scores_at(ids, [len(ids) - 1])[0])
 
 
@@ -128,5 +176,6 @@ def save_prm_checkpoint(directory, name: str, seed: int = 0) -> tuple:
     kind, variant = spec.pop("kind"), spec.pop("variant")
     directory = save_checkpoint(directory, variant, seed=seed, kind=kind, **spec)
     task_tokenizer.save(directory)
-    head = _add_mlp_head(directory, 64, seed) if name == "mlp" else None
+    add_head = {"mlp": _add_mlp_head, "surprisal": _add_surprisal_head}.get(name)
+    head = add_head(directory, 64, seed) if add_head else None
     return directory, Oracle(name, directory, head)

@@ -173,7 +173,8 @@ def main(argv: list[str] | None = None) -> None:
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--temperature", type=float, default=DemoConfig.temperature, help="policy sampling temperature")
     demo.add_argument("--policy", default=None, help="policy checkpoint directory (default: the built-in one)")
-    demo.add_argument("--prm", default=None, help="PRM checkpoint directory, ponder-arith format (default: built-in)")
+    demo.add_argument("--prm", default=None, help="PRM checkpoint directory as `ponder train prm` writes it "
+                      "(ponder-arith format, surprisal value head; default: built-in)")
     demo.add_argument("--out", default=DemoConfig.out, help="where results.json, accuracy.png and tree.png go "
                                                              f"(default ./{DemoConfig.out})")
     demo.set_defaults(run=_demo)

@@ -66,7 +66,7 @@ class Mirror:
 
 
 @pytest.mark.parametrize("aggregate_by", ["last", "min", "prod", "mean"])
-@pytest.mark.parametrize("name", ["pair", "classifier", "value", "mlp", "outcome"])
+@pytest.mark.parametrize("name", ["pair", "classifier", "value", "mlp", "outcome", "surprisal"])
 def test_incremental_scores_match_transformers_across_fork_cow_and_free(prm_checkpoint, name, aggregate_by):
     if name == "outcome" and aggregate_by != "last":
         pytest.skip("an outcome model has one score: every aggregate is that score")
@@ -89,7 +89,7 @@ def test_incremental_scores_match_transformers_across_fork_cow_and_free(prm_chec
     assert tree.scorer.cache.stats().blocks.used == 0
 
 
-@pytest.mark.parametrize("name", ["pair", "value", "outcome"])
+@pytest.mark.parametrize("name", ["pair", "value", "outcome", "surprisal"])
 def test_dense_score_matches_transformers(prm_checkpoint, name):
     directory, oracle = prm_checkpoint(name)
     prm = load_prm(directory, **LOAD_ARGS[name])

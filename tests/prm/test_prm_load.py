@@ -5,9 +5,10 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
+import torch
 
 from ponder.prm import FORMATS, PRMFormat, load_prm
-from ponder.prm.heads import LinearHead, TagPairHead
+from ponder.prm.heads import LinearHead, SurprisalValueHead, TagPairHead
 from prm_checkpoints import LOAD_ARGS, PAIR_FORMAT
 
 
@@ -30,12 +31,13 @@ def test_format_checks_its_fields():
 
 
 @pytest.mark.parametrize("name, head_type, kind", [("pair", TagPairHead, "pair"), ("classifier", LinearHead, "pair"),
-                                                    ("value", LinearHead, "sigmoid"), ("mlp", LinearHead, "pair")])
+                                                    ("value", LinearHead, "sigmoid"), ("mlp", LinearHead, "pair"),
+                                                    ("surprisal", SurprisalValueHead, "sigmoid")])
 def test_heads_are_read_from_the_checkpoint(prm_checkpoint, name, head_type, kind):
     directory, _ = prm_checkpoint(name)
     prm = load_prm(directory, **LOAD_ARGS[name])
     assert isinstance(prm.head, head_type) and prm.head.kind == kind
-    assert prm.model.has_lm_head == (name == "pair")
+    assert prm.model.has_lm_head == (name in ("pair", "surprisal"))  # the surprise is read from the LM head
 
 
 def test_a_tag_missing_from_the_tokenizer_is_a_clear_error(prm_checkpoint):
@@ -70,6 +72,31 @@ def test_a_head_that_does_not_match_the_checkpoint_is_a_clear_error(prm_checkpoi
         load_prm(two_class, format=PAIR_FORMAT, head="value", head_prefix="value_head.")
     with pytest.raises(ValueError, match="head must be one of"):
         load_prm(one_logit, head="ranking")
+
+
+def test_a_surprisal_head_that_does_not_fit_is_a_clear_error(prm_checkpoint):
+    surprisal, _ = prm_checkpoint("surprisal")
+    one_logit, _ = prm_checkpoint("value")
+    causal, _ = prm_checkpoint("pair")
+    # ponder-arith's own head is the surprisal value head, which reads the LM head and score.surprise
+    with pytest.raises(ValueError, match="head='value-surprisal' reads the surprise of the model's LM head: .* "
+                                         "lacks the weight lm_head.weight"):
+        load_prm(one_logit)
+    with pytest.raises(ValueError, match=r"holds \[\] under 'score.': a surprisal value head needs "
+                                         r"exactly \['score.bias', 'score.surprise', 'score.weight'\]"):
+        load_prm(causal)
+    with pytest.raises(ValueError, match=r"holds \['score.surprise'\], which a head under 'score.' does not use"):
+        load_prm(surprisal, head="value")
+    with pytest.raises(ValueError, match="a head that reads surprise needs the model's LM head and every step "
+                                         "scored: got outcome=True"):
+        load_prm(surprisal, outcome=True)
+    weight, bias = torch.zeros(1, 8), torch.zeros(1)
+    with pytest.raises(ValueError, match=r"surprise weight must be \[1, 2\], got \[2\]"):
+        SurprisalValueHead(weight, bias, torch.zeros(2))
+    with pytest.raises(ValueError, match=r"weight must be \[1, hidden_size\], got \[2, 8\]"):
+        SurprisalValueHead(torch.zeros(2, 8), bias, torch.zeros(1, 2))
+    with pytest.raises(ValueError, match=r"surprise features must be \[3, 2\] for 3 hidden states, got \[3\]"):
+        SurprisalValueHead(weight, bias, torch.zeros(1, 2)).logits(torch.zeros(3, 8), torch.zeros(3))
 
 
 def test_a_directory_without_a_tokenizer_is_a_clear_error(prm_checkpoint, tmp_path):

@@ -18,7 +18,8 @@ Presets (``FORMATS``), text formats only:
 * ``qwen2.5-math-prm``: the Qwen chat template, steps separated by the special token
   ``<extra_0>``, scored by a 2-class head (class 1 = good);
 * ``ponder-arith``: the built-in task's ``"Q: {question}\\nA:\\n"``, one step per line
-  with the tag ``<step>`` before the newline, scored by a value head (one logit, sigmoid).
+  with the tag ``<step>`` before the newline, scored by a value head that also reads the
+  LM head's surprise at the steps (one logit, sigmoid; :mod:`ponder.prm.surprise`).
 """
 
 from __future__ import annotations
@@ -43,8 +44,8 @@ class PRMFormat:
     separator : text after the tag (or after the step when there is no tag); may be empty
     good_token, bad_token : for a tag-pair head, the vocabulary entries whose LM-head logits
         are compared at the tag (softmax over the two, the good one's probability)
-    head : the head this format's public checkpoints use: ``"pair"``, ``"classifier"`` or
-        ``"value"`` (see :mod:`ponder.prm.heads`)
+    head : the head this format's public checkpoints use: ``"pair"``, ``"classifier"``,
+        ``"value"`` or ``"value-surprisal"`` (see :mod:`ponder.prm.heads`)
     """
 
     name: str
@@ -77,7 +78,8 @@ FORMATS: dict[str, PRMFormat] = {
         f"<|im_start|>system\n{_QWEN_SYSTEM}<|im_end|>\n<|im_start|>user\n{{question}}<|im_end|>\n"
         "<|im_start|>assistant\n",
         tag="<extra_0>", separator="", head="classifier"),
-    "ponder-arith": PRMFormat("ponder-arith", "Q: {question}\nA:\n", tag="<step>", separator="\n", head="value"),
+    "ponder-arith": PRMFormat("ponder-arith", "Q: {question}\nA:\n", tag="<step>", separator="\n",
+                              head="value-surprisal"),
 }
 
 

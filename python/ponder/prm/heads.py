@@ -12,6 +12,12 @@ into a score in [0, 1]:
   ``score.0.*`` / ``score.2.*`` for a Linear-ReLU-Linear head as Qwen2.5-Math-PRM
   does): two classes (softmax, class ``good_class`` is good) or one logit (sigmoid, a
   value head).
+* :class:`SurprisalValueHead`, the built-in PRM's: a value head that also reads how
+  surprised the PRM's LM head is by the steps (:mod:`ponder.prm.surprise`); stored as
+  ``score.weight`` [1, hidden_size], ``score.bias`` [1] and ``score.surprise`` [1, 2].
+
+A head whose ``reads_surprise`` is True takes the surprise features ``[P, 2]`` as a
+second argument of ``logits``.
 """
 
 from __future__ import annotations
@@ -24,8 +30,10 @@ import torch.nn.functional as F
 
 from ponder.models import CausalLM
 from ponder.models.loader import read_weights
+from ponder.prm.surprise import SURPRISE_FEATURES
 
-__all__ = ["ScoreHead", "TagPairHead", "LinearHead", "load_linear_head"]
+__all__ = ["ScoreHead", "TagPairHead", "LinearHead", "SurprisalValueHead", "load_linear_head",
+           "load_surprisal_value_head"]
 
 
 class ScoreHead(Protocol):
@@ -35,11 +43,13 @@ class ScoreHead(Protocol):
     ----------
     kind : ``"pair"`` (softmax over columns ``good`` and ``bad``) or ``"sigmoid"`` (of column ``good``)
     good, bad : column indices into the head logits
+    reads_surprise : whether ``logits`` takes the surprise features as well
     """
 
     kind: str
     good: int
     bad: int
+    reads_surprise: bool = False
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """Final hidden states [P, hidden_size] -> float32 head logits [P, C]."""
@@ -49,6 +59,7 @@ class TagPairHead(ScoreHead):
     """Softmax over the LM-head logits of two tokens: float32 [P, 2], column 0 good, column 1 bad."""
 
     kind, good, bad = "pair", 0, 1
+    reads_surprise = False
 
     def __init__(self, model: CausalLM, good_id: int, bad_id: int):
         self.weight = model.output_weight.detach()[[good_id, bad_id]]  # [2, hidden_size], a copy
@@ -66,6 +77,8 @@ class LinearHead(ScoreHead):
     layers : [(weight [out, in], bias [out] or None)], applied in order with ReLU between
     good_class : for two classes, which one means "good"
     """
+
+    reads_surprise = False
 
     def __init__(self, layers: list[tuple[torch.Tensor, torch.Tensor | None]], good_class: int = 1):
         self.layers = layers
@@ -87,6 +100,59 @@ class LinearHead(ScoreHead):
                 x = F.relu(x)
             x = F.linear(x, weight, bias)
         return x.float()
+
+
+class SurprisalValueHead(ScoreHead):
+    """One value logit from the hidden state and the surprise features (sigmoid, as a value head).
+
+    ``logit = hidden @ weight.T + surprise @ surprise_weight.T + bias``
+
+    Parameters
+    ----------
+    weight : [1, hidden_size]
+    bias : [1]
+    surprise_weight : [1, 2], for the step's surprise and the solution's surprise so far
+        (:mod:`ponder.prm.surprise`)
+    """
+
+    kind, good, bad = "sigmoid", 0, 0
+    reads_surprise = True
+    num_classes = 1
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor, surprise_weight: torch.Tensor):
+        if weight.dim() != 2 or weight.shape[0] != 1:
+            raise ValueError(f"a surprisal value head's weight must be [1, hidden_size], got {list(weight.shape)}")
+        if bias.shape != (1,):
+            raise ValueError(f"a surprisal value head's bias must be [1], got {list(bias.shape)}")
+        if surprise_weight.shape != (1, SURPRISE_FEATURES):
+            raise ValueError(f"a surprisal value head's surprise weight must be [1, {SURPRISE_FEATURES}], got "
+                             f"{list(surprise_weight.shape)}")
+        self.weight, self.bias, self.surprise_weight = weight, bias, surprise_weight
+
+    def logits(self, hidden: torch.Tensor, surprise: torch.Tensor) -> torch.Tensor:
+        """hidden [P, hidden_size], surprise float32 [P, 2] -> float32 [P, 1]."""
+        if surprise.shape != (hidden.shape[0], SURPRISE_FEATURES):
+            raise ValueError(f"surprise features must be [{hidden.shape[0]}, {SURPRISE_FEATURES}] for "
+                             f"{hidden.shape[0]} hidden states, got {list(surprise.shape)}")
+        return (F.linear(hidden, self.weight, self.bias).float()
+                + F.linear(surprise.to(self.surprise_weight), self.surprise_weight).float())
+
+
+def load_surprisal_value_head(path: str | Path, prefix: str, model: CausalLM) -> SurprisalValueHead:
+    """Read a :class:`SurprisalValueHead` stored under ``prefix``: ``weight``, ``bias`` and ``surprise``."""
+    found = read_weights(path, prefix)
+    expected = {"weight", "bias", "surprise"}
+    if set(found) != expected:
+        raise ValueError(f"checkpoint {path} holds {sorted(prefix + n for n in found)} under {prefix!r}: a surprisal "
+                         f"value head needs exactly {sorted(prefix + n for n in expected)} (head='value' reads a "
+                         "plain value head)")
+    width = model.config.hidden_size
+    if found["weight"].shape != (1, width):
+        raise ValueError(f"head weight {prefix}weight has shape {list(found['weight'].shape)}: expected [1, {width}] "
+                         "(the model's hidden size)")
+    to_model = dict(device=model.device, dtype=model.dtype)
+    return SurprisalValueHead(found["weight"].to(**to_model), found["bias"].to(**to_model),
+                              found["surprise"].to(**to_model))
 
 
 def load_linear_head(path: str | Path, prefix: str, model: CausalLM, *, good_class: int = 1) -> LinearHead:

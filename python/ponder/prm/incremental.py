@@ -13,7 +13,9 @@ operations::
 
 A branch's aggregate (``last``, ``min``, ``prod``, ``mean`` of its step scores) is kept
 as a running value and count, so :func:`ponder.ops.step_scores` updates it from the new
-steps alone.
+steps alone. For a head that reads surprise (:mod:`ponder.prm.surprise`), the branch's
+surprise so far is kept the same way, and the forward also returns the LM head's logits
+at the new steps' own tokens.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import torch
 
 from ponder.kv import BlockStateError, KVCache, OutOfBlocks
 from ponder.prm.model import PRM, check_aggregate
+from ponder.prm.surprise import running_surprise, step_surprise, surprise_tokens
 
 __all__ = ["IncrementalScorer", "ScoredSteps"]
 
@@ -52,6 +55,20 @@ class _Branch:
     value: float  # running aggregate of the scored steps
     count: int  # scored steps
     last: float  # the latest score: the root value before any step
+    surprise: float = 0.0  # the least step surprise so far (heads that read surprise)
+
+
+@dataclass
+class _Encoded:
+    """New PRM tokens for S branches, packed in order, and which packed rows each step reads."""
+
+    token_lists: list[list[int]]  # per branch, the ids it appends
+    rows: list[int]  # per scored step, the packed row of its score
+    owner: list[int]  # per step, its branch's index
+    scored: list[bool]  # per step, whether it is scored
+    surprise_rows: list[int]  # packed rows predicting a token a scored step's surprise reads
+    surprise_targets: list[int]  # the token each predicts
+    surprise_steps: list[int]  # the scored step (index into ``rows``) each belongs to
 
 
 class IncrementalScorer:
@@ -99,7 +116,9 @@ class IncrementalScorer:
         self.tokens_processed += out.num_tokens
         count = len(branches)
         zeros = torch.zeros(count)
-        roots = self.prm.step_scores(out.hidden, torch.arange(count), zeros, zeros.long(), "last").scores.cpu()
+        no_steps = torch.zeros(count, 2) if self.prm.head.reads_surprise else None  # nothing written, no surprise
+        roots = self.prm.step_scores(out.hidden, torch.arange(count), zeros, zeros.long(), "last",
+                                     no_steps).scores.cpu()
         for branch, value in zip(branches, roots.tolist()):
             self._branches[branch] = _Branch(float("nan"), 0, value)
         return branches, roots
@@ -109,7 +128,7 @@ class IncrementalScorer:
         state = self._branch(branch)
         children = self.cache.fork(branch, n)
         for child in children:
-            self._branches[child] = _Branch(state.value, state.count, state.last)
+            self._branches[child] = _Branch(state.value, state.count, state.last, state.surprise)
         return children
 
     def free(self, branch: int) -> None:
@@ -127,14 +146,13 @@ class IncrementalScorer:
         """float32 [S]: each branch's latest step score (its root value before any step)."""
         return torch.tensor([self._branch(b).last for b in branches], dtype=torch.float32)
 
-    def _encode(self, branches: list[int], steps, final) -> tuple[list[list[int]], list[int], list[int], list[bool]]:
-        """The PRM ids each branch appends; the packed rows of the scores read; each step's branch; which are scored."""
+    def _encode(self, branches: list[int], steps, final) -> _Encoded:
         if len(steps) != len(branches):
             raise ValueError(f"{len(branches)} branches but {len(steps)} step entries: expected one per branch")
         final = [True] * len(branches) if final is None else list(final)
         if len(final) != len(branches):
             raise ValueError(f"{len(branches)} branches but {len(final)} final flags")
-        token_lists, rows, owner, scored = [], [], [], []
+        out = _Encoded([], [], [], [], [], [], [])
         offset = 0
         for i, entry in enumerate(steps):
             texts = [entry] if isinstance(entry, str) else list(entry)
@@ -142,16 +160,21 @@ class IncrementalScorer:
                 raise ValueError(f"steps[{i}] is empty: expected at least one step per branch")
             ids: list[int] = []
             for j, text in enumerate(texts):
-                encoded = self.prm.encode_step(text)
-                owner.append(i)
+                step = self.prm.encode_step(text)
                 is_scored = not self.prm.outcome or (final[i] and j == len(texts) - 1)
-                scored.append(is_scored)
+                out.owner.append(i)
+                out.scored.append(is_scored)
                 if is_scored:
-                    rows.append(offset + len(ids) + encoded.score_at)
-                ids += encoded.ids
-            token_lists.append(ids)
+                    start = offset + len(ids)
+                    for t in surprise_tokens(step.text_length):
+                        out.surprise_rows.append(start + t - 1)
+                        out.surprise_targets.append(step.ids[t])
+                        out.surprise_steps.append(len(out.rows))
+                    out.rows.append(start + step.score_at)
+                ids += step.ids
+            out.token_lists.append(ids)
             offset += len(ids)
-        return token_lists, rows, owner, scored
+        return out
 
     def check_fits(self, branches: Sequence[int], steps: Sequence[str | Sequence[str]],
                    final: Sequence[bool] | None = None) -> None:
@@ -159,7 +182,7 @@ class IncrementalScorer:
         branches = list(branches)
         for b in branches:
             self._branch(b)
-        token_lists = self._encode(branches, steps, final)[0]
+        token_lists = self._encode(branches, steps, final).token_lists
         needed = self.cache.blocks_needed(branches, [len(t) for t in token_lists])
         if needed > self.cache.pool.available():
             raise OutOfBlocks(f"extending these PRM branches needs {needed} new blocks but only "
@@ -183,13 +206,22 @@ class IncrementalScorer:
         """
         branches = list(branches)
         states = [self._branch(b) for b in branches]
-        token_lists, rows, owner, scored = self._encode(branches, steps, final)
-        out = self.prm.model.step(self.cache, branches, token_lists, logit_rows=[], hidden_rows=rows)
+        encoded = self._encode(branches, steps, final)
+        owner, scored = encoded.owner, encoded.scored
+        reads_surprise = self.prm.head.reads_surprise
+        out = self.prm.model.step(self.cache, branches, encoded.token_lists,
+                                  logit_rows=encoded.surprise_rows if reads_surprise else [],
+                                  hidden_rows=encoded.rows)
         self.tokens_processed += out.num_tokens
         solution = torch.tensor([o for o, s in zip(owner, scored) if s], dtype=torch.int64)
         prior_value = torch.tensor([s.value if s.count else 0.0 for s in states], dtype=torch.float32)
         prior_count = torch.tensor([s.count for s in states], dtype=torch.int64)
-        result = self.prm.step_scores(out.hidden, solution, prior_value, prior_count, self.aggregate)
+        surprise = None
+        if reads_surprise:
+            each = step_surprise(out.logits, torch.tensor(encoded.surprise_targets, dtype=torch.int64),
+                                 torch.tensor(encoded.surprise_steps, dtype=torch.int64), len(encoded.rows))
+            surprise = running_surprise(each, solution, torch.tensor([s.surprise for s in states]))
+        result = self.prm.step_scores(out.hidden, solution, prior_value, prior_count, self.aggregate, surprise)
 
         scores = torch.full((len(owner),), float("nan"))
         scores[torch.tensor(scored, dtype=torch.bool)] = result.scores.cpu()
@@ -200,6 +232,9 @@ class IncrementalScorer:
         for i, is_scored, score in zip(owner, scored, scores.tolist()):
             if is_scored:
                 states[i].last = score
+        if surprise is not None:
+            for i, so_far in zip(solution.tolist(), surprise[:, 1].tolist()):  # steps in order: the last one stays
+                states[i].surprise = so_far
         return ScoredSteps(scores, torch.tensor(owner, dtype=torch.int64),
                            torch.tensor([s.value for s in states], dtype=torch.float32), counts)
 

@@ -13,11 +13,12 @@ is) is estimated without bias from ``c`` right completions out of ``R`` as
 those labels is the prover value model that :class:`ponder.prm.ProgressScorer` turns
 into the advantage term of ``Q + alpha * A``.
 
-The PRM starts from the policy's weights with a new value head (one logit,
-``score.weight`` / ``score.bias``), reads the ``ponder-arith`` format (a ``<step>`` tag
-after each step, where the score is read) and is trained with binary cross-entropy
-against the soft labels at every tag. The checkpoint loads with
-``ponder.load_prm(path, format="ponder-arith")``.
+The PRM starts from the policy's weights with a new value head that also reads how
+surprised the LM head is by the steps (:class:`~ponder.prm.heads.SurprisalValueHead`:
+``score.weight``, ``score.bias``, ``score.surprise``), reads the ``ponder-arith`` format
+(a ``<step>`` tag after each step, where the score is read) and is trained with binary
+cross-entropy against the soft labels at every tag. The checkpoint loads with
+``ponder.load_prm(path)``.
 """
 
 from __future__ import annotations
@@ -37,7 +38,8 @@ import torch.nn.functional as F
 from ponder.builtin import task_checker, task_policy
 from ponder.models import CausalLM, load_model, save_pretrained
 from ponder.prm import PRM
-from ponder.prm.heads import LinearHead
+from ponder.prm.heads import SurprisalValueHead
+from ponder.prm.surprise import SURPRISE_FEATURES
 from ponder.search import MonteCarloVerifier, Sampling, Spend
 from ponder.tasks import Problem
 from ponder.tasks import tokenizer as task_tokenizer
@@ -167,7 +169,8 @@ def train_prm(policy_path: str | Path, labeled: Sequence[LabeledSolution], confi
               log: Callable[[str], None] | None = None) -> tuple[PRM, list[float]]:
     """Fine-tune the policy at ``policy_path`` into a value-head PRM on ``labeled``.
 
-    The loss is the binary cross-entropy of the value head at every tag, plus
+    The loss is the binary cross-entropy of the value head at every tag (its surprise
+    features are inputs: no gradient flows through them), plus
     ``config.lm_weight`` times the next-token loss of the right solutions' steps
     (:func:`step_lm_loss`). Returns the PRM (eval mode) and the binary cross-entropy of
     each optimizer step.
@@ -176,17 +179,18 @@ def train_prm(policy_path: str | Path, labeled: Sequence[LabeledSolution], confi
     torch.manual_seed(config.seed)
     rng = random.Random(config.seed)
     tokenizer = task_tokenizer.build_tokenizer()
-    model = load_model(policy_path, lm_head=config.lm_weight > 0)
+    model = load_model(policy_path, lm_head=True)
     weight = torch.nn.Parameter(torch.zeros(1, model.config.hidden_size))
     bias = torch.nn.Parameter(torch.zeros(1))
-    prm = PRM(model, tokenizer, "ponder-arith", LinearHead([(weight, bias)]))
+    surprise_weight = torch.nn.Parameter(torch.zeros(1, SURPRISE_FEATURES))
+    prm = PRM(model, tokenizer, "ponder-arith", SurprisalValueHead(weight, bias, surprise_weight))
     targets = [torch.tensor(prover_labels(s, config.best_of)) for s in labeled]
     prompt_lengths = torch.tensor([len(prm.encode_prompt(s.question)) for s in labeled])  # where the steps start
     right = torch.tensor([s.correct[-1] > 0 for s in labeled])
     order = sorted(range(len(labeled)), key=lambda i: sum(map(len, labeled[i].steps)))
     batches = [order[i:i + config.batch_size] for i in range(0, len(order), config.batch_size)]
     total = config.epochs * len(batches)
-    params = [*model.parameters(), weight, bias]
+    params = [*model.parameters(), weight, bias, surprise_weight]
     optimiser = Optimiser(params, config, total)
     model.train()
     losses: list[float] = []
@@ -198,7 +202,9 @@ def train_prm(policy_path: str | Path, labeled: Sequence[LabeledSolution], confi
         rows = batches[step % len(batches)]
         packed = prm.pack([labeled[i].question for i in rows], [list(labeled[i].steps) for i in rows])
         hidden = model.dense_hidden(packed.input_ids, packed.attention_mask)
-        logits = prm.head.logits(hidden[packed.positions[:, 0], packed.positions[:, 1]])[:, 0]
+        with torch.no_grad():
+            surprise = prm.dense_surprise(packed, hidden)
+        logits = prm.head.logits(hidden[packed.positions[:, 0], packed.positions[:, 1]], surprise)[:, 0]
         target = torch.stack([targets[rows[i]][j] for i, j in zip(packed.positions[:, 0].tolist(),
                                                                   packed.steps.tolist())])
         bce = F.binary_cross_entropy_with_logits(logits, target)
@@ -239,9 +245,10 @@ def step_lm_loss(model: CausalLM, input_ids: torch.Tensor, hidden: torch.Tensor,
 
 def save_prm(prm: PRM, directory: str | Path, config: PRMTrainConfig | None = None,
              rollouts: RolloutConfig | None = None) -> Path:
-    """Write the PRM (decoder + ``score.weight``/``score.bias``), the task tokenizer and the configs."""
-    (weight, bias), = prm.head.layers
-    directory = save_pretrained(prm.model, directory, extra={"score.weight": weight, "score.bias": bias})
+    """Write the PRM (decoder + ``score.weight``/``score.bias``/``score.surprise``), the task tokenizer and the configs."""
+    head = prm.head
+    directory = save_pretrained(prm.model, directory, extra={"score.weight": head.weight, "score.bias": head.bias,
+                                                             "score.surprise": head.surprise_weight})
     task_tokenizer.save(directory)
     info = {"prm": asdict(config) if config else None, "rollouts": asdict(rollouts) if rollouts else None}
     (directory / "ponder_train.json").write_text(json.dumps(info, indent=2) + "\n")
