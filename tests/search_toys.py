@@ -1,8 +1,9 @@
 """A synthetic policy and verifier whose trees are known exactly, and brute-force versions of the methods.
 
 :class:`ToyPolicy`: the j-th child of an expansion appends the step ``str(j)`` (each
-step is one token); a branch is finished when its last step is ``"0"`` at depth >= 2 or
-when it has ``depth`` steps. :func:`value` gives every path a fixed score in [0, 1);
+step is one token; with ``continue_labels``, a branch expanded again continues the count,
+as MCTS's progressive widening needs); a branch is finished when its last step is
+``"0"`` at depth >= 2 or when it has ``depth`` steps. :func:`value` gives every path a fixed score in [0, 1);
 :class:`ToyVerifier` returns it. ``answer_of`` is the sum of the steps modulo 3.
 
 The ``reference_*`` functions compute, from the rules alone, what each method must end
@@ -39,10 +40,12 @@ def answer_of(branch: Branch) -> int:
 
 
 class ToyPolicy:
-    def __init__(self):
+    def __init__(self, continue_labels: bool = False):
+        self.continue_labels = continue_labels
         self.live: set[int] = set()
         self.next_uid = 0
         self.shift: dict[int, int] = {}  # root uid -> label shift of its first step
+        self.made: dict[int, int] = defaultdict(int)  # branch uid -> children made so far
 
     def _branch(self, prompt: int, steps: list[str]) -> Branch:
         branch = Branch(self.next_uid, prompt, steps, finished=finished(tuple(steps)))
@@ -63,9 +66,10 @@ class ToyPolicy:
         out = []
         for parent, n in zip(branches, counts):
             assert parent.uid in self.live, "expanding a freed branch"
-            shift = self.shift.get(parent.uid, 0)
+            shift = self.shift.get(parent.uid, 0) + (self.made[parent.uid] if self.continue_labels else 0)
             kids = [] if parent.finished else [self._branch(parent.prompt, parent.steps + [str(j + shift)])
                                                for j in range(n)]
+            self.made[parent.uid] += len(kids)
             spend.generated_tokens += len(kids)
             out.append([Step(kid, kid.steps[-1], 1) for kid in kids])
         return out
@@ -155,9 +159,14 @@ def weighted_answer(finals) -> tuple[int | None, float]:
     return best, totals[best]
 
 
-def reference_mcts(k: int, iterations: int, c: float, puct: bool = False, prompt: int = 0):
+def reference_mcts(k: int, iterations: int, c: float, puct: bool = False, prompt: int = 0,
+                   widening: float | None = None):
     """{path: (visits, total value)} of MCTS with value evaluation on the toy tree (see ponder.search.mcts)."""
     import math
+
+    def may_widen(path):
+        allowed = k if widening is None else k * max(1, math.floor(stats[path][0] ** widening))
+        return not (path and finished(path)) and len(children.get(path, [])) < allowed
 
     v32 = lambda path: float(torch.tensor(value(path, prompt), dtype=torch.float32))  # noqa: E731
     stats: dict[tuple, list] = {(): [0, 0.0]}
@@ -173,16 +182,16 @@ def reference_mcts(k: int, iterations: int, c: float, puct: bool = False, prompt
         if n == 0:
             return math.inf
         q = total / n
-        if puct:
-            return q + c * (1 / k) * math.sqrt(stats[parent][0]) / (1 + n)
+        if puct:  # every toy step has log-probability 0: a uniform prior
+            return q + c * (1 / len(children[parent])) * math.sqrt(stats[parent][0]) / (1 + n)
         return q + c * math.sqrt(math.log(stats[parent][0]) / n)
 
     for _ in range(iterations):
         leaves = [p for p in stats if p not in children]
-        if all(p and finished(p) for p in leaves):
+        if widening is None and all(p and finished(p) for p in leaves):
             break
         path = ()
-        while path in children:
+        while path in children and not may_widen(path):
             best = children[path][0]
             for child in children[path][1:]:
                 if key(path, child) > key(path, best):
@@ -191,8 +200,10 @@ def reference_mcts(k: int, iterations: int, c: float, puct: bool = False, prompt
         if path and finished(path):
             backprop(path, v32(path))
             continue
-        children[path] = [path + (str(j),) for j in range(k)]
-        for child in children[path]:
+        made = len(children.get(path, []))
+        added = [path + (str(j),) for j in range(made, made + k)]
+        children[path] = children.get(path, []) + added
+        for child in added:
             stats[child] = [0, 0.0]
             backprop(child, v32(child))
     return {p: (n, t) for p, (n, t) in stats.items()}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -13,8 +15,8 @@ from search_toys import (ToyPolicy, ToyVerifier, answer, answer_of, finished, re
 QUESTIONS = ["first", "second", "third"]
 
 
-def toys():
-    return ToyPolicy(), ToyVerifier()
+def toys(continue_labels: bool = False):
+    return ToyPolicy(continue_labels), ToyVerifier()
 
 
 def finals_of(result, prompt):
@@ -137,13 +139,15 @@ def test_the_tree_exports_and_marks_the_chosen_path(tmp_path):
     assert (tmp_path / "tree.json").stat().st_size > 0
 
 
-@pytest.mark.parametrize("k, iterations, c, puct", [(3, 12, 1.0, False), (2, 30, 0.3, False), (4, 10, 2.0, True),
-                                                    (2, 60, 1.0, False)])
-def test_mcts_visits_and_values_match_brute_force_uct(k, iterations, c, puct):
-    policy, verifier = toys()
-    result = mcts(policy, verifier, QUESTIONS, answer_of=answer_of, k=k, iterations=iterations, c=c, puct=puct)
+@pytest.mark.parametrize("k, iterations, c, puct, widening", [
+    (3, 12, 1.0, False, None), (2, 30, 0.3, False, None), (4, 10, 2.0, True, None), (2, 60, 1.0, False, None),
+    (2, 60, 0.1, False, 0.5), (2, 40, 0.5, True, 0.5), (1, 30, 1.0, False, 1.0)])
+def test_mcts_visits_and_values_match_brute_force_uct(k, iterations, c, puct, widening):
+    policy, verifier = toys(continue_labels=True)
+    result = mcts(policy, verifier, QUESTIONS, answer_of=answer_of, k=k, iterations=iterations, c=c, puct=puct,
+                  widening=widening)
     for prompt in range(len(QUESTIONS)):
-        want = reference_mcts(k, iterations, c, puct, prompt)
+        want = reference_mcts(k, iterations, c, puct, prompt, widening)
         got = {}
         for node in result.tree.nodes.values():
             if node.prompt == prompt:
@@ -172,6 +176,21 @@ def test_mcts_stops_at_the_token_budget_and_when_the_tree_is_exhausted():
     assert all(n.finished for n in leaves)  # it stopped because nothing was left to expand
     assert result.spend.generated_tokens == len(result.tree.nodes) - 1
     check_clean(policy, verifier)
+
+
+def test_mcts_with_widening_keeps_sampling_where_a_small_tree_would_be_exhausted():
+    policy, verifier = toys()
+    narrow = mcts(policy, verifier, ["q"], answer_of=answer_of, k=1, iterations=200)
+    assert len(narrow.tree.nodes) - 1 == 2  # one child a node: the single path "0", "0", exhausted
+    policy, verifier = toys(continue_labels=True)
+    wide = mcts(policy, verifier, ["q"], answer_of=answer_of, k=1, iterations=200, widening=0.5)
+    root = next(n for n in wide.tree.nodes.values() if n.parent is None)
+    assert len(wide.tree.nodes) - 1 == wide.spend.generated_tokens > 40  # the tree kept growing
+    assert 1 < sum(n.parent == root.uid for n in wide.tree.nodes.values()) <= math.floor(root.visits ** 0.5)
+    check_clean(policy, verifier)  # expanded nodes stayed live to be forked again, and are freed at the end
+    for bad in (0.0, 1.5, -1.0):
+        with pytest.raises(ValueError, match=f"widening .* must be in \\(0, 1\\] or None, got {bad}"):
+            mcts(policy, verifier, ["q"], answer_of=answer_of, widening=bad)
 
 
 @pytest.mark.parametrize("by", ["value", "vote"])

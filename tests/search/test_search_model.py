@@ -90,8 +90,9 @@ def run(method, policy_model, prm, reference: bool, **kwargs):
 @pytest.mark.parametrize("method, kwargs", [(best_of_n, dict(n=4)), (beam_search, dict(n=4, width=2)),
                                             (lookahead_search, dict(n=4, width=2, k=1)), (dvts, dict(n=4, width=2)),
                                             (mcts, dict(k=2, iterations=6, puct=True)),
-                                            (mcts, dict(k=2, iterations=4, evaluate="rollout", answer="vote"))],
-                         ids=["best_of_n", "beam", "lookahead", "dvts", "mcts", "mcts-rollout"])
+                                            (mcts, dict(k=2, iterations=4, evaluate="rollout", answer="vote")),
+                                            (mcts, dict(k=1, iterations=8, widening=0.5))],
+                         ids=["best_of_n", "beam", "lookahead", "dvts", "mcts", "mcts-rollout", "mcts-widening"])
 def test_fast_path_builds_the_reference_paths_tree(policy_model, prm, method, kwargs):
     fast = run(method, policy_model, prm, reference=False, **kwargs)
     slow = run(method, policy_model, prm, reference=True, **kwargs)

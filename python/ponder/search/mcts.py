@@ -5,17 +5,24 @@ Each iteration, in every prompt's tree at once:
 1. selection: from the root, descend to the child maximising UCT,
    ``Q + c * sqrt(ln N_parent / N_child)``, or PUCT, ``Q + c * P * sqrt(N_parent) / (1 + N_child)``
    with ``P`` the softmax over siblings of the policy's step log-probabilities, until a
-   leaf (a node without children);
-2. expansion: an unfinished leaf gets ``k`` sampled children (one batched expand over
-   all prompts); a finished leaf is evaluated again;
+   leaf (a node without children) or, with progressive widening, an unfinished node that
+   may have more children than it has;
+2. expansion: that node gets ``k`` more sampled children (one batched expand over all
+   prompts); a finished leaf is evaluated again;
 3. evaluation: each new child's value is the verifier's score (``evaluate="value"``) or
    the verifier's score at the end of a roll-out of it to the end of the solution
    (``evaluate="rollout"``; the roll-outs are forks, freed after scoring);
 4. back-propagation: each value is added to every node on the path, with one visit.
 
+Progressive widening (``widening = alpha``): a node with ``N`` visits may have
+``k * max(1, floor(N ** alpha))`` children, so a node whose children all look poor is
+sampled again as it is visited; without it a node gets its ``k`` children once, and a
+small ``k`` gives a tree that is soon exhausted.
+
 The budget is ``iterations``, or ``max_tokens`` generated tokens per prompt (roll-outs
-included), whichever ends first; a tree whose every leaf is finished stops early. Only
-leaves hold KV: an expanded node's blocks live on in its children. The answer is the
+included), whichever ends first; without widening, a tree whose every leaf is finished
+stops early. Without widening only leaves hold KV: an expanded node's blocks live on in
+its children; with it, expanded nodes stay live to be forked again. The answer is the
 leaf reached by following the most-visited children (``answer="visits"``), the finished
 leaf of best value (``"value"``), or a weighted vote over finished leaves (``"vote"``).
 Generations: the steps sampled, in units of the mean number of steps of the finished
@@ -32,7 +39,7 @@ from ponder.search.engine import AnswerOf, SearchResult, SearchRun
 from ponder.search.policy import Branch, Policy, Sampling
 from ponder.search.verifier import Verifier
 
-__all__ = ["mcts", "TreeNode", "select_child"]
+__all__ = ["mcts", "TreeNode", "select_child", "allowed_children"]
 
 ANSWERS = ("visits", "value", "vote")
 
@@ -47,7 +54,8 @@ class TreeNode:
     visits: int = 0
     total: float = 0.0
     score: float = float("nan")  # the verifier's value of the node itself
-    prior: float = 1.0
+    logprob: float = 0.0  # the policy's log-probability of the node's step
+    prior: float = 1.0  # PUCT's P: softmax of logprob over the siblings
 
     @property
     def q(self) -> float:
@@ -70,11 +78,28 @@ def select_child(node: TreeNode, c: float, puct: bool) -> TreeNode:
     return best
 
 
-def _leaf(root: TreeNode, c: float, puct: bool) -> TreeNode:
+def allowed_children(visits: int, k: int, widening: float | None) -> int:
+    """How many children a node with ``visits`` may have: ``k``, or with progressive widening
+    ``k * max(1, floor(visits ** widening))``."""
+    if widening is None:
+        return k
+    return k * max(1, math.floor(visits ** widening))
+
+
+def _select(root: TreeNode, c: float, puct: bool, k: int, widening: float | None) -> TreeNode:
+    """The node to expand (or, when finished, evaluate again)."""
     node = root
-    while node.children:
+    while node.children and len(node.children) >= allowed_children(node.visits, k, widening):
         node = select_child(node, c, puct)
     return node
+
+
+def _set_priors(node: TreeNode) -> None:
+    """PUCT priors: the softmax of the children's step log-probabilities."""
+    top = max(child.logprob for child in node.children)
+    weights = [math.exp(child.logprob - top) for child in node.children]
+    for child, weight in zip(node.children, weights):
+        child.prior = weight / sum(weights)
 
 
 def _backpropagate(node: TreeNode, value: float) -> None:
@@ -86,12 +111,14 @@ def _backpropagate(node: TreeNode, value: float) -> None:
 
 def mcts(policy: Policy, verifier: Verifier, questions: Sequence[str], *, answer_of: AnswerOf, k: int = 4,
          iterations: int = 16, max_tokens: int | None = None, c: float = 1.0, puct: bool = False,
-         evaluate: str = "value", answer: str = "visits", sampling: Sampling = Sampling(),
-         rollout_sampling: Sampling | None = None, seed: int = 0,
+         widening: float | None = None, evaluate: str = "value", answer: str = "visits",
+         sampling: Sampling = Sampling(), rollout_sampling: Sampling | None = None, seed: int = 0,
          progress: bool | None = None) -> SearchResult:
     """MCTS per question (see the module docstring); all trees advance together, one batch per phase."""
     if k < 1 or iterations < 1:
         raise ValueError(f"k and iterations must be >= 1, got k={k}, iterations={iterations}")
+    if widening is not None and not 0 < widening <= 1:
+        raise ValueError(f"widening (progressive widening's exponent) must be in (0, 1] or None, got {widening}")
     if evaluate not in ("value", "rollout"):
         raise ValueError(f"evaluate must be 'value' or 'rollout', got {evaluate!r}")
     if answer not in ANSWERS:
@@ -101,20 +128,23 @@ def mcts(policy: Policy, verifier: Verifier, questions: Sequence[str], *, answer
         roots = [TreeNode(b) for b in run.start(questions)]
         sampled_steps = 0
         for iteration in range(iterations):
-            active = [root for root in roots if not _exhausted(root) and
+            active = [root for root in roots if (widening is not None or not _exhausted(root)) and
                       (max_tokens is None or run.tokens_by_prompt[root.branch.prompt] < max_tokens)]
             if not active:
                 break
-            leaves = [_leaf(root, c, puct) for root in active]
+            leaves = [_select(root, c, puct, k, widening) for root in active]
             grow = [leaf for leaf in leaves if not leaf.branch.finished]
             groups = run.expand([leaf.branch for leaf in grow], k, sampling)
             new: list[TreeNode] = []
             for leaf, children in zip(grow, groups):
-                top = max(child.logprob for child in children)
-                weights = [math.exp(child.logprob - top) for child in children]
-                leaf.children = [TreeNode(child, leaf, prior=w / sum(weights)) for child, w in zip(children, weights)]
-                new += leaf.children
-                run.drop(leaf.branch, "kept")  # its children hold its blocks
+                added = [TreeNode(child, leaf, logprob=child.logprob) for child in children]
+                leaf.children += added
+                _set_priors(leaf)
+                new += added
+                if widening is None:
+                    run.drop(leaf.branch, "kept")  # its children hold its blocks
+                else:
+                    run.tree.nodes[leaf.branch.uid].status = "kept"  # live: it may be forked again
             sampled_steps += len(new)
             values = _evaluate(run, [n.branch for n in new], evaluate, rollout_sampling or sampling)
             for node, value in zip(new, values):
@@ -135,6 +165,7 @@ def mcts(policy: Policy, verifier: Verifier, questions: Sequence[str], *, answer
         run.spend.generations += math.ceil(sampled_steps * len(depths) / sum(depths)) if depths else sampled_steps
         return run.result("mcts", finals, "weighted" if answer == "vote" else "max",
                           {"k": k, "iterations": iterations, "max_tokens": max_tokens, "c": c, "puct": puct,
+                           "widening": widening,
                            "evaluate": evaluate, "answer": answer, "seed": seed, "sampling": vars(sampling)})
 
 
