@@ -59,7 +59,6 @@ class TagPairHead(ScoreHead):
     """Softmax over the LM-head logits of two tokens: float32 [P, 2], column 0 good, column 1 bad."""
 
     kind, good, bad = "pair", 0, 1
-    reads_surprise = False
 
     def __init__(self, model: CausalLM, good_id: int, bad_id: int):
         self.weight = model.output_weight.detach()[[good_id, bad_id]]  # [2, hidden_size], a copy
@@ -77,8 +76,6 @@ class LinearHead(ScoreHead):
     layers : [(weight [out, in], bias [out] or None)], applied in order with ReLU between
     good_class : for two classes, which one means "good"
     """
-
-    reads_surprise = False
 
     def __init__(self, layers: list[tuple[torch.Tensor, torch.Tensor | None]], good_class: int = 1):
         self.layers = layers

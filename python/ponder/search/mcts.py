@@ -54,8 +54,7 @@ class TreeNode:
     visits: int = 0
     total: float = 0.0
     score: float = float("nan")  # the verifier's value of the node itself
-    logprob: float = 0.0  # the policy's log-probability of the node's step
-    prior: float = 1.0  # PUCT's P: softmax of logprob over the siblings
+    prior: float = 1.0  # PUCT's P: softmax of the step log-probabilities over the siblings
 
     @property
     def q(self) -> float:
@@ -96,8 +95,8 @@ def _select(root: TreeNode, c: float, puct: bool, k: int, widening: float | None
 
 def _set_priors(node: TreeNode) -> None:
     """PUCT priors: the softmax of the children's step log-probabilities."""
-    top = max(child.logprob for child in node.children)
-    weights = [math.exp(child.logprob - top) for child in node.children]
+    top = max(child.branch.logprob for child in node.children)
+    weights = [math.exp(child.branch.logprob - top) for child in node.children]
     for child, weight in zip(node.children, weights):
         child.prior = weight / sum(weights)
 
@@ -137,7 +136,7 @@ def mcts(policy: Policy, verifier: Verifier, questions: Sequence[str], *, answer
             groups = run.expand([leaf.branch for leaf in grow], k, sampling)
             new: list[TreeNode] = []
             for leaf, children in zip(grow, groups):
-                added = [TreeNode(child, leaf, logprob=child.logprob) for child in children]
+                added = [TreeNode(child, leaf) for child in children]
                 leaf.children += added
                 _set_priors(leaf)
                 new += added
