@@ -111,9 +111,12 @@ double blocked_sum(int64_t n, Term term) {
   return total;
 }
 
-// sum_j exp(v[j] - v_max).
+// sum_j exp(v[j] - v_max): float32 within chunks of 256, float64 across them.
 inline double sum_exp(const float* v, int64_t n, float v_max) {
-  return blocked_sum(n, [=](int64_t j) { return exp_nonpositive(v[j] - v_max); });
+  constexpr int64_t kChunk = 256;
+  double total = 0.0;
+  for (int64_t base = 0; base < n; base += kChunk) total += sum_exp_chunk(v + base, std::min(kChunk, n - base), v_max);
+  return total;
 }
 
 // s = x / T: an IEEE division (as the reference), clamped to the finite float range so
@@ -348,13 +351,7 @@ RowFilter prepare_row(const T* src, int64_t col_stride, int64_t vocab, const Sam
       row_max = chunk_max;
       max_chunk = base;
     }
-    if (row_max > -kInf) {
-      float part = 0.0f;
-      const float m = row_max;
-#pragma omp simd reduction(+ : part)
-      for (int64_t j = 0; j < n; ++j) part += exp_nonpositive(std::min(x[j], kMaxFloat) - m);  // NaN -> 0
-      row_sum += part;
-    }
+    if (row_max > -kInf) row_sum += sum_exp_chunk(x, n, row_max);
   }
   f.raw_max = row_max;
   f.raw_sum = row_sum;

@@ -1,32 +1,88 @@
-// Scalar math written so that the compiler vectorises loops that call it: branch-free
-// float exp/log and 16-bit float conversions, no libm calls (glibc's vector libm is
-// only used under -ffast-math, which ponder does not build with: NaN and inf handling
-// must stay exact).
+// Float math of the CPU kernels. Scalar forms written so that the compiler vectorises
+// loops that call them: branch-free exp/log and 16-bit float conversions, no libm calls
+// (glibc's vector libm is only used under -ffast-math, which ponder does not build with:
+// NaN and inf handling must stay exact). Where the build targets AVX-512, the hottest
+// loop (one exp per logit) has a 16-lane form written with intrinsics; both forms are
+// tested against float64 by tests/ops/test_vec_math.py.
 #pragma once
 
+#include <algorithm>
 #include <bit>
 #include <cstdint>
 #include <limits>
 
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
+
 namespace ponder {
 
-// exp(x) for x <= 0 (softmax weights exp(s - max)), within ~2 ulp of expf; exactly 0 for
-// x < -87 and for x = -inf, 1 for x = 0.
+// exp(r) = 1 + r + r^2 * P(r) for |r| <= ln(2) / 2: P's coefficients, lowest first (a
+// minimax fit of degree 4; in float32 arithmetic the whole exp_nonpositive is within
+// 1.02 ulp of the exact exp for every float in [-87, 0], as close as a degree-5 fit).
+inline constexpr float kExpPoly[5] = {0.4999999404f, 0.1666652113f, 0.04166838899f, 0.008368710056f,
+                                      0.001381461276f};
+// Cody-Waite split of ln 2: kLn2High has trailing zero bits, so k * kLn2High is exact.
+inline constexpr float kLn2High = 0.693359375f;
+inline constexpr float kLn2Low = -2.12194440e-4f;
+inline constexpr float kLog2E = 1.44269504088896341f;
+
+// exp(x) for x <= 0 (softmax weights exp(s - max)), within 1.02 ulp of the exact value;
+// exactly 0 for x < -87, -inf and NaN, 1 for x = 0.
 inline float exp_nonpositive(float x) {
   const bool underflow = !(x >= -87.0f);  // also true for NaN and -inf
   x = underflow ? -87.0f : x;
   // exp(x) = 2^k * exp(r), k = round(x / ln 2), |r| <= ln(2) / 2.
-  const float k = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;  // round to nearest
-  const float r = (x - k * 0.693359375f) + k * 2.12194440e-4f;              // Cody-Waite ln 2 split
-  float p = 1.9875691500e-4f;
-  p = p * r + 1.3981999507e-3f;
-  p = p * r + 8.3334519073e-3f;
-  p = p * r + 4.1665795894e-2f;
-  p = p * r + 1.6666665459e-1f;
-  p = p * r + 5.0000001201e-1f;
+  const float k = (x * kLog2E + 12582912.0f) - 12582912.0f;  // round to nearest (1.5 * 2^23 trick)
+  const float r = (x - k * kLn2High) - k * kLn2Low;
+  float p = kExpPoly[4];
+  for (int i = 3; i >= 0; --i) p = p * r + kExpPoly[i];
   p = p * r * r + r + 1.0f;
   const float scale = std::bit_cast<float>(static_cast<int32_t>((static_cast<int32_t>(k) + 127) << 23));
   return underflow ? 0.0f : p * scale;
+}
+
+#if defined(__AVX512F__)
+// exp_nonpositive on 16 lanes: the same reduction and polynomial, with AVX-512's scalef
+// for the 2^k scaling and a zero mask for underflow, NaN and -inf: about 40% fewer
+// instructions than what the compiler makes of the scalar form.
+inline __m512 exp_nonpositive(__m512 x) {
+  const __mmask16 in_range = _mm512_cmp_ps_mask(x, _mm512_set1_ps(-87.0f), _CMP_GE_OQ);  // false for NaN
+  const __m512 k = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(kLog2E)),
+                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m512 r = _mm512_fnmadd_ps(k, _mm512_set1_ps(kLn2High), x);
+  r = _mm512_fnmadd_ps(k, _mm512_set1_ps(kLn2Low), r);
+  __m512 p = _mm512_set1_ps(kExpPoly[4]);
+  for (int i = 3; i >= 0; --i) p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(kExpPoly[i]));
+  p = _mm512_add_ps(_mm512_fmadd_ps(_mm512_mul_ps(p, r), r, r), _mm512_set1_ps(1.0f));
+  return _mm512_maskz_scalef_ps(in_range, p, k);
+}
+#endif
+
+// sum_j exp(min(x[j], float max) - m) over j < n, for m >= every min(x[j], float max):
+// one chunk's share of a softmax normaliser (+inf logits count as float max; NaN and
+// -inf add 0). Accumulates in float32, so meant for chunks of a few hundred values. This
+// is the one exp per logit that a sampling pass cannot avoid, hence the AVX-512 form.
+inline float sum_exp_chunk(const float* x, int64_t n, float m) {
+  constexpr float kMax = std::numeric_limits<float>::max();
+#if defined(__AVX512F__)
+  const __m512 max = _mm512_set1_ps(kMax), shift = _mm512_set1_ps(m);
+  // min(max, x) keeps NaN (the second operand is returned when one is NaN).
+  const auto term = [&](__m512 xs) { return exp_nonpositive(_mm512_sub_ps(_mm512_min_ps(max, xs), shift)); };
+  __m512 acc = _mm512_setzero_ps();
+  int64_t j = 0;
+  for (; j + 16 <= n; j += 16) acc = _mm512_add_ps(acc, term(_mm512_loadu_ps(x + j)));
+  if (j < n) {  // the tail, its missing lanes read as -inf: exp 0
+    const __mmask16 tail = static_cast<__mmask16>((1u << (n - j)) - 1u);
+    acc = _mm512_add_ps(acc, term(_mm512_mask_loadu_ps(_mm512_set1_ps(-std::numeric_limits<float>::infinity()), tail, x + j)));
+  }
+  return _mm512_reduce_add_ps(acc);
+#else
+  float part = 0.0f;
+#pragma omp simd reduction(+ : part)
+  for (int64_t j = 0; j < n; ++j) part += exp_nonpositive(std::min(x[j], kMax) - m);  // std::min keeps NaN
+  return part;
+#endif
 }
 
 // log(x) for positive normal x, within ~1 ulp of logf.
