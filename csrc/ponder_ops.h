@@ -5,6 +5,7 @@
 #include <ATen/core/Tensor.h>
 #include <c10/util/string_view.h>
 
+#include <optional>
 #include <tuple>
 
 namespace ponder {
@@ -32,6 +33,8 @@ namespace ponder {
 
 namespace cpu {
 PONDER_BACKEND_OPS
+// CPU only: on GPUs the model runner's projections go to cuBLAS through F.linear.
+at::Tensor linear(const at::Tensor& x, const at::Tensor& weight, const std::optional<at::Tensor>& bias);
 }  // namespace cpu
 
 #ifdef PONDER_WITH_CUDA

@@ -36,6 +36,10 @@ TORCH_LIBRARY(ponder, m) {
   // answers: int64 [N] (-1: none); scores: float32 [N]; offsets: int64 [G + 1]; method:
   // 'max' | 'weighted' | 'majority'. Returns winner int64 [G], answer int64 [G], weight float32 [G].
   m.def("vote(Tensor answers, Tensor scores, Tensor offsets, str method) -> (Tensor, Tensor, Tensor)");
+  // Dense layer, CPU only (on GPUs cuBLAS through F.linear is the fast path). x: float32
+  // [M, K], weight: float32 [N, K], bias: float32 [N] or None; any strides. Returns
+  // float32 [M, N] = x @ weight.T + bias.
+  m.def("linear(Tensor x, Tensor weight, Tensor? bias) -> Tensor");
 }
 
 TORCH_LIBRARY_IMPL(ponder, CPU, m) {
@@ -46,6 +50,7 @@ TORCH_LIBRARY_IMPL(ponder, CPU, m) {
   m.impl("paged_attention", &ponder::cpu::paged_attention);
   m.impl("step_scores", &ponder::cpu::step_scores);
   m.impl("vote", &ponder::cpu::vote);
+  m.impl("linear", &ponder::cpu::linear);
 }
 
 #ifdef PONDER_WITH_CUDA

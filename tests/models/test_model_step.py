@@ -184,3 +184,28 @@ def test_a_model_without_lm_head_gives_hidden_states_only(checkpoint, models):
         headless.forward_dense(torch.tensor([prompts[0]]))
     out = headless.step(cache, seqs, [[1, 2], [3]], hidden_rows=[])
     assert out.logits is None and out.hidden.shape == (0, headless.config.hidden_size) and out.num_tokens == 3
+
+
+@pytest.mark.skipif(not ponder.ops._backend.has_cpu_kernels(), reason="the extension is not built")
+@pytest.mark.parametrize("variant", ["llama_gqa", "qwen2"])
+def test_cpu_step_is_batch_invariant(checkpoint, variant):
+    """On CPU in float32 a sequence's logits are bitwise the same alone or batched with others.
+
+    Every op of the paged forward reads one sequence's rows only, in an order that does not
+    depend on the batch (the matmuls are ponder.linear): batching changes the speed, never
+    the numbers, so a search's choices do not depend on how its branches were batched.
+    """
+    model = ponder.load_model(checkpoint(variant))
+    assert model._paged_linear() is torch.ops.ponder.linear
+    prompt, others = tokens(11, 30), [tokens(5, 31), tokens(23, 32), tokens(2, 33)]
+    runs = []
+    for batch in ([prompt], [others[0], prompt, *others[1:]], [*others, *others, prompt, *others]):
+        cache = model.new_cache(max_tokens=2048, block_size=4)
+        seqs, first = model.start(cache, batch)
+        i = batch.index(prompt)
+        logits = [first.logits[i]]
+        for t in range(3):  # decode steps next to the other sequences' own tokens
+            out = model.step(cache, seqs, [[(7 * t + (0 if j == i else j)) % 128] for j in range(len(seqs))])
+            logits.append(out.logits[i])
+        runs.append(torch.stack(logits))
+    assert torch.equal(runs[0], runs[1]) and torch.equal(runs[0], runs[2])
