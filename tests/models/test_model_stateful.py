@@ -52,16 +52,9 @@ def assert_same(before, after):
     assert torch.equal(k, k_after) and torch.equal(v, v_after)
 
 
-def failing_attention(fail_at_layer: int):
-    """ponder.ops.paged_attention that works until ``fail_at_layer`` and raises there."""
-    real = ponder.ops.paged_attention
-
-    def attend(q, k_cache, v_cache, layer, *args, **kwargs):
-        if layer == fail_at_layer:
-            raise RuntimeError("injected failure")
-        return real(q, k_cache, v_cache, layer, *args, **kwargs)
-
-    return attend
+def failing_mlp(*args, **kwargs):
+    """A layer's MLP that raises: the forward fails after that layer wrote its K/V."""
+    raise RuntimeError("injected failure")
 
 
 tokens = st.lists(st.integers(0, VOCAB - 1), min_size=1, max_size=6)
@@ -126,7 +119,7 @@ class PagedModelMachine(RuleBasedStateMachine):
         new = [data.draw(tokens) for _ in seqs]
         cache = self.run.cache
         tables = {s: (cache.tokens(s), cache.block_table(s)) for s in self.live}
-        with mock.patch.object(ponder.ops, "paged_attention", failing_attention(layer)):
+        with mock.patch.object(self.run.model.layers[layer], "mlp", failing_mlp):
             with pytest.raises((RuntimeError, OutOfBlocks)) as raised:  # OutOfBlocks: refused before the forward
                 self.run.model.step(cache, seqs, new)
         event(f"failing step: {raised.type.__name__}")

@@ -42,7 +42,7 @@ from ponder import ops
 from ponder.kv import KVCache
 from ponder.models.config import ModelConfig
 from ponder.models.rope import RotaryEmbedding, apply_rotary
-from ponder.ops._backend import BACKENDS, values_checkable
+from ponder.ops._backend import BACKENDS, resolve_backend, values_checkable
 
 __all__ = ["CausalLM", "StepOutput", "RMSNorm", "DecoderLayer"]
 
@@ -354,12 +354,20 @@ class CausalLM(nn.Module):
         attn = torch.empty(tokens.shape[0], c.num_heads, c.head_dim, dtype=x.dtype, device=x.device)
         flat_attn = attn.view(tokens.shape[0], c.q_size)
         linear = self._paged_linear()
+        # Every layer passes the same caches, indices and shapes: the public ops check
+        # them at layer 0, and later layers call the compiled kernels as the public ops
+        # would after their checks, saving ~0.1 ms of Python a layer.
+        compiled = resolve_backend(self.backend, self.device) in ("cpu", "cuda")
         for i, layer in enumerate(self.layers):
             q, k, v = layer.attention_inputs(x, cos, sin, linear)
-            first = i == 0  # every layer uses the same indices: check their values once
-            ops.write_kv(cache.k, cache.v, i, k, v, plan.slot_mapping, check_indices=first, backend=self.backend)
-            ops.paged_attention(q, cache.k, cache.v, i, plan.block_tables, plan.seq_lens, plan.query_lens,
-                                scale=self.scale, out=attn, check_indices=first, backend=self.backend)
+            if i == 0 or not compiled:
+                ops.write_kv(cache.k, cache.v, i, k, v, plan.slot_mapping, check_indices=i == 0, backend=self.backend)
+                ops.paged_attention(q, cache.k, cache.v, i, plan.block_tables, plan.seq_lens, plan.query_lens,
+                                    scale=self.scale, out=attn, check_indices=i == 0, backend=self.backend)
+            else:
+                torch.ops.ponder.write_kv(cache.k, cache.v, i, k, v, plan.slot_mapping)
+                torch.ops.ponder.paged_attention(q, cache.k, cache.v, i, plan.block_tables, plan.seq_lens,
+                                                 plan.query_lens, self.scale, attn)
             x = x + linear(flat_attn, layer.o_proj.weight, layer.o_proj.bias)
             x = x + layer.mlp(x, linear)
         return x
