@@ -35,6 +35,7 @@ BATCHES = {
     "decode": ([1, 16, 17, 40, 33], [1, 1, 1, 1, 1]),
     "extend": ([9, 23, 40, 16, 5], [9, 7, 12, 0, 1]),
     "long": ([70, 100], [6, 2]),  # several 32-position chunks of a GPU's attention tiling
+    "prefill": ([37, 21], [37, 21]),  # whole prompts: many query rows meet every block (rows in lanes on CPU)
 }
 
 
@@ -77,7 +78,7 @@ def reference_attention(case: dict, scale: float | None = None) -> torch.Tensor:
     return reference.paged_attention(*args.values(), scale if scale is not None else 1.0 / math.sqrt(head_dim))
 
 
-@pytest.mark.parametrize("batch", ["decode", "extend"])
+@pytest.mark.parametrize("batch", ["decode", "extend", "prefill"])
 @pytest.mark.parametrize("group,head_dim", [(1, 64), (4, 128), (8, 64)])
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 def test_paged_attention_matches_reference(backend_device, batch, group, head_dim, dtype):

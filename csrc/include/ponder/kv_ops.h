@@ -15,6 +15,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "ponder/linear.h"
 #include "ponder/vec_math.h"
 
 namespace ponder::cpu {
@@ -54,7 +55,15 @@ struct AttentionScratch {
   std::vector<float> row_sum;  // [rows] running sum of exp(score - row_max)
   std::vector<float> k, v;    // [block_size, head_dim] one block of 16-bit K / V as float
   std::vector<float> scores;  // [block_size]
+  std::vector<float> q_t;           // [row blocks, head_dim, 16] scaled queries, rows in lanes
+  std::vector<float> block_scores;  // [16, block_size] scores of one row block against one block
 };
+
+// From this many query rows (query tokens x group) on, a block's scores are computed 16
+// rows at a time with the rows in the lanes of a vector (linear_tile), instead of one
+// horizontal sum per (row, key): prefill and extend, where every block meets many rows.
+inline constexpr int64_t kRowsInLanesFrom = 16;
+inline constexpr int64_t kRowLanes = 16;  // rows per row block (one 512-bit vector of float32)
 
 // scores[j] = dot(q, k + j * k_stride) over dim elements, for j < n. Four keys at a time:
 // four independent accumulators hide the latency of the multiply-adds and share the
@@ -135,6 +144,16 @@ void attend_sequence(const T* q, int64_t q_token_stride, int64_t q_head_stride, 
 #pragma omp simd
     for (int64_t d = 0; d < dim; ++d) dst[d] = to_float(src[d]) * scale;
   }
+  const bool rows_in_lanes = rows >= kRowsInLanesFrom;
+  if (rows_in_lanes) {
+    const int64_t row_blocks = (rows + kRowLanes - 1) / kRowLanes;
+    scratch.q_t.resize(row_blocks * dim * kRowLanes);
+    scratch.block_scores.resize(kRowLanes * block_size);
+    for (int64_t b = 0; b < row_blocks; ++b)
+      transpose_row_block<kRowLanes>(scratch.q.data() + b * kRowLanes * dim, dim, 1,
+                                     std::min(kRowLanes, rows - b * kRowLanes), dim,
+                                     scratch.q_t.data() + b * dim * kRowLanes);
+  }
 
   const int64_t first_query_pos = seq.seq_len - seq.query_len;
   for (int64_t start = 0; start < seq.seq_len; start += block_size) {
@@ -166,9 +185,21 @@ void attend_sequence(const T* q, int64_t q_token_stride, int64_t q_head_stride, 
     const int64_t first_row = std::max<int64_t>(0, start - first_query_pos) * group;
     for (int64_t r = first_row; r < rows; ++r) {
       const int64_t visible = std::min(n, first_query_pos + r / group - start + 1);
-      const float* qr = scratch.q.data() + r * dim;
-      float* scores = scratch.scores.data();
-      dot_keys(qr, keys, kv_stride, dim, visible, scores);
+      float* scores;
+      if (rows_in_lanes) {
+        const int64_t lane = r % kRowLanes;
+        if (r == first_row || lane == 0) {  // this row block's scores against the whole block
+          const int64_t b = r / kRowLanes, block_rows = std::min(kRowLanes, rows - b * kRowLanes);
+          for (int64_t j0 = 0; j0 < n; j0 += kLinearColumns)
+            linear_tile<kRowLanes>(scratch.q_t.data() + b * dim * kRowLanes, dim, block_rows, keys + j0 * kv_stride,
+                                   kv_stride, 1, std::min(kLinearColumns, n - j0), nullptr,
+                                   scratch.block_scores.data() + j0, block_size);
+        }
+        scores = scratch.block_scores.data() + lane * block_size;  // the row's own slice, used in place below
+      } else {
+        scores = scratch.scores.data();
+        dot_keys(scratch.q.data() + r * dim, keys, kv_stride, dim, visible, scores);
+      }
       float block_max = -std::numeric_limits<float>::infinity();
       for (int64_t j = 0; j < visible; ++j) block_max = std::max(block_max, scores[j]);
       const float new_max = std::max(scratch.row_max[r], block_max);
