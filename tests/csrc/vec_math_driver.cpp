@@ -1,4 +1,5 @@
-// Prints exp_nonpositive and sum_exp_chunk (csrc/include/ponder/vec_math.h) on inputs
+// Prints exp_nonpositive (csrc/include/ponder/vec_math.h) and sum_exp_chunk
+// (csrc/include/ponder/sampling.h) on inputs
 // read from stdin, for tests/ops/test_vec_math.py, which builds it with and without
 // AVX-512 so that both code paths are checked against float64.
 //   stdin:  lines "exp <n> <x_0> ... <x_n-1>" and "sum <m> <n> <x_0> ... <x_n-1>", each
@@ -12,7 +13,7 @@
 #include <string>
 #include <vector>
 
-#include "ponder/vec_math.h"
+#include "ponder/sampling.h"
 
 namespace {
 float read_float() {
@@ -45,7 +46,7 @@ int main() {
       std::cin >> n;
       std::vector<float> x(static_cast<size_t>(n));
       for (float& v : x) v = read_float();
-      print_float(ponder::sum_exp_chunk(x.data(), n, m));
+      print_float(ponder::cpu::sum_exp_chunk(x.data(), n, m));
     }
   }
 }

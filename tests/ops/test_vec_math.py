@@ -1,6 +1,7 @@
-"""The framework-free float math of the CPU kernels (csrc/include/ponder/vec_math.h),
-built by the system C++ compiler for this CPU and for plain x86-64, so that the AVX-512
-and the portable code paths are both checked against float64."""
+"""The framework-free float math of the CPU kernels (exp_nonpositive in
+csrc/include/ponder/vec_math.h, sum_exp_chunk in sampling.h), built by the system C++
+compiler for this CPU and for plain x86-64, so that the AVX-512 and the portable code
+paths are both checked against float64."""
 
 import os
 import platform

@@ -86,6 +86,32 @@ void load_clean(const T* src, int64_t col_stride, int64_t n, float* dst) {
   }
 }
 
+// sum_j exp(min(x[j], float max) - m) over j < n, for m >= every min(x[j], float max):
+// one chunk's share of a softmax normaliser (+inf logits count as float max; NaN and
+// -inf add 0). Accumulates in float32, so meant for chunks of a few hundred values. This
+// is the one exp per logit that a sampling pass cannot avoid, hence the AVX-512 form.
+inline float sum_exp_chunk(const float* x, int64_t n, float m) {
+  constexpr float kMax = std::numeric_limits<float>::max();
+#if defined(__AVX512F__)
+  const __m512 max = _mm512_set1_ps(kMax), shift = _mm512_set1_ps(m);
+  // min(max, x) keeps NaN (the second operand is returned when one is NaN).
+  const auto term = [&](__m512 xs) { return exp_nonpositive(_mm512_sub_ps(_mm512_min_ps(max, xs), shift)); };
+  __m512 acc = _mm512_setzero_ps();
+  int64_t j = 0;
+  for (; j + 16 <= n; j += 16) acc = _mm512_add_ps(acc, term(_mm512_loadu_ps(x + j)));
+  if (j < n) {  // the tail, its missing lanes read as -inf: exp 0
+    const __mmask16 tail = static_cast<__mmask16>((1u << (n - j)) - 1u);
+    acc = _mm512_add_ps(acc, term(_mm512_mask_loadu_ps(_mm512_set1_ps(-std::numeric_limits<float>::infinity()), tail, x + j)));
+  }
+  return _mm512_reduce_add_ps(acc);
+#else
+  float part = 0.0f;
+#pragma omp simd reduction(+ : part)
+  for (int64_t j = 0; j < n; ++j) part += exp_nonpositive(std::min(x[j], kMax) - m);  // std::min keeps NaN
+  return part;
+#endif
+}
+
 // Largest of v[0 .. n), vectorised (a float max reduction vectorises where a boolean
 // "any" does not).
 inline float max_of(const float* v, int64_t n) {
