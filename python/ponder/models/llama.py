@@ -306,8 +306,9 @@ class CausalLM(nn.Module):
                 self._check_window(int(plan.seq_lens.max()))
             if plan.copy_src.numel():
                 ops.copy_blocks(cache.k, cache.v, plan.copy_src, plan.copy_dst, backend=self.backend)
-            x = self._forward_paged(tokens, cache, plan)
-            logits = self._logits(self.norm(x[logit_rows]), self._paged_linear()) if self.has_lm_head else None
+            linear = self._paged_linear()
+            x = self._forward_paged(tokens, cache, plan, linear)
+            logits = self._logits(self.norm(x[logit_rows]), linear) if self.has_lm_head else None
             hidden = None if hidden_rows is None else self.norm(x[hidden_rows])
         return StepOutput(logits, hidden, total)
 
@@ -346,14 +347,16 @@ class CausalLM(nn.Module):
             raise
         return seq_ids, out
 
-    def _forward_paged(self, tokens: torch.Tensor, cache: KVCache, plan) -> torch.Tensor:
-        """Hidden states before the final norm of the packed ``tokens`` (int64 [T]): [T, hidden_size]."""
+    def _forward_paged(self, tokens: torch.Tensor, cache: KVCache, plan, linear: Linear) -> torch.Tensor:
+        """Hidden states before the final norm of the packed ``tokens`` (int64 [T]): [T, hidden_size].
+
+        ``linear`` is the dense layer to project with (:meth:`_paged_linear`).
+        """
         c = self.config
         x = self.embed(tokens)
         cos, sin = self.rope(plan.positions)
         attn = torch.empty(tokens.shape[0], c.num_heads, c.head_dim, dtype=x.dtype, device=x.device)
         flat_attn = attn.view(tokens.shape[0], c.q_size)
-        linear = self._paged_linear()
         # Every layer passes the same caches, indices and shapes: the public ops check
         # them at layer 0, and later layers call the compiled kernels as the public ops
         # would after their checks, saving ~0.1 ms of Python a layer.
