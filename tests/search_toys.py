@@ -117,18 +117,17 @@ def reference_lookahead(n: int, width: int, k: int, max_steps: int, prompt: int 
     finals, pruned = [], []
     for depth in range(max_steps):
         scores = [float(torch.tensor(score(c), dtype=torch.float32)) for c in candidates]
-        kept, dropped = _best(candidates, scores, n // width)
-        pruned += [candidates[i] for i in dropped]
-        survivors = []
-        for i in kept:
-            if finished(candidates[i]) or depth == max_steps - 1:
-                finals.append((candidates[i], scores[i]))
-            else:
-                survivors.append(candidates[i])
-        candidates = [s + (str(j),) for s in survivors for j in range(width)]
+        ends = [i for i, c in enumerate(candidates) if finished(c) or depth == max_steps - 1]
+        finals += [(candidates[i], scores[i]) for i in sorted(ends, key=lambda i: (-scores[i], i))]
+        unfinished = [i for i in range(len(candidates)) if i not in ends]
+        kept, dropped = _best([candidates[i] for i in unfinished], [scores[i] for i in unfinished], n // width)
+        pruned += [candidates[unfinished[i]] for i in dropped]
+        candidates = [candidates[unfinished[i]] + (str(j),) for i in kept for j in range(width)]
         if not candidates:
             break
-    return finals, pruned
+    kept, dropped = _best(finals, [s for _, s in finals], n)  # the n best finals conclude the search
+    pruned += [finals[i][0] for i in dropped]
+    return [finals[i] for i in sorted(kept)], pruned
 
 
 def reference_dvts(n: int, width: int, max_steps: int, prompt: int = 0):

@@ -65,12 +65,11 @@ def test_beam_search_budget_counts_every_sampled_step():
     policy, verifier = toys()
     n, width = 8, 2
     result = beam_search(policy, verifier, ["q"], n, width, answer_of=answer_of)
-    # brute force: n first steps, then width children per surviving unfinished candidate each round
+    # brute force: n first steps, then width children of each of the n / width best unfinished candidates
     candidates, sampled = [(str(j),) for j in range(n)], n
     while candidates:
-        scores = [value(c) for c in candidates]
-        kept = sorted(range(len(candidates)), key=lambda i: (-scores[i], i))[:n // width]
-        survivors = [candidates[i] for i in kept if not finished(candidates[i])]
+        unfinished = [c for c in candidates if not finished(c)]
+        survivors = sorted(unfinished, key=lambda c: -value(c))[:n // width]
         candidates = [s + (str(j),) for s in survivors for j in range(width)]
         sampled += len(candidates)
     assert result.spend.generated_tokens == sampled

@@ -7,12 +7,16 @@ width ``m``:
 2. score every candidate with the verifier (lookahead: roll it out ``k`` more steps at
    temperature 0, stopping at the end of the solution, and take the verifier's score
    at the end of the roll-out; the roll-outs are then freed);
-3. keep the ``n / m`` best (ties: the earlier candidate); a kept candidate that is a
-   finished solution becomes a final candidate, the others are pruned;
-4. sample ``m`` next steps from each kept unfinished candidate, and repeat from 2 until
-   none is left or after ``max_steps`` rounds (unfinished survivors then count as final).
+3. every finished solution becomes a final candidate; of the unfinished candidates keep
+   the ``n / m`` best (ties: the earlier candidate), and prune the others;
+4. sample ``m`` next steps from each kept candidate, and repeat from 2 until none is
+   left or after ``max_steps`` rounds (the last round's candidates all count as final).
 
-The answer is selected among the final candidates (weighted best-of-N by default).
+The search concludes with the ``n`` best-scoring final candidates (the paper's "N final
+answer candidates"; the others are pruned), and the answer is selected among them
+(weighted best-of-N by default). A finished solution is a final candidate whatever its
+rank: it is already scored and costs nothing more, and only ``n / m`` of them would
+leave a vote of a few solutions where the paper votes over ``n``.
 Generations: ``n`` per prompt, ``n * (k + 1)`` with lookahead ``k``.
 """
 
@@ -64,16 +68,16 @@ def lookahead_search(policy: Policy, verifier: Verifier, questions: Sequence[str
             survivors: list[tuple[int, Branch, float]] = []
             for p, group in enumerate(candidates):
                 group_scores = [next(scores) for _ in group]
-                order = rank(group_scores)
-                for i in order[keep:]:
-                    run.drop(group[i], "pruned")
-                for i in order[:keep]:
-                    branch, score = group[i], group_scores[i]
-                    if branch.finished or depth == max_steps - 1:
-                        finals[p].append((branch, score))
-                        run.drop(branch)
+                unfinished = []
+                for i in rank(group_scores):
+                    if group[i].finished or depth == max_steps - 1:
+                        finals[p].append((group[i], group_scores[i]))
+                        run.drop(group[i])
                     else:
-                        survivors.append((p, branch, score))
+                        unfinished.append(i)
+                for i in unfinished[keep:]:
+                    run.drop(group[i], "pruned")
+                survivors += [(p, group[i], group_scores[i]) for i in unfinished[:keep]]
             run.tick(depth + 1, max_steps)
             if not survivors:
                 break
@@ -83,6 +87,11 @@ def lookahead_search(policy: Policy, verifier: Verifier, questions: Sequence[str
                 candidates[p] += children
                 run.drop(parent, "kept")
         run.spend.generations += n * (k + 1) * len(questions)
+        for p, group in enumerate(finals):
+            best = rank([score for _, score in group])
+            for i in best[n:]:
+                run.drop(group[i][0], "pruned")
+            finals[p] = [group[i] for i in sorted(best[:n])]
         return run.result(method, finals, selection, {"n": n, "width": width, "k": k, "max_steps": max_steps,
                                                       "selection": selection, "seed": seed,
                                                       "sampling": vars(sampling)})
