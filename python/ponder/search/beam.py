@@ -15,8 +15,9 @@ width ``m``:
 The search concludes with the ``n`` best-scoring final candidates (the paper's "N final
 answer candidates"; the others are pruned), and the answer is selected among them
 (weighted best-of-N by default). A finished solution is a final candidate whatever its
-rank: it is already scored and costs nothing more, and only ``n / m`` of them would
-leave a vote of a few solutions where the paper votes over ``n``.
+rank: it is already scored and costs nothing more, and letting only the ``n / m`` best
+candidates finish would leave a vote over a few solutions, where the paper votes over ``n``.
+
 Generations: ``n`` per prompt, ``n * (k + 1)`` with lookahead ``k``.
 """
 
