@@ -32,8 +32,10 @@ def assert_matches_float64(y, x, w, b):
 
 # Decode and prefill row counts, the model shapes of the benchmarks (hidden 512, fused qkv
 # 1024, gate/up 2816, down from 1408), a vocabulary projection, and odd sizes around the
-# kernel's blocks (16 rows a block, 8 columns a tile).
-SHAPES = [(1, 512, 1024), (16, 512, 2816), (16, 1408, 512), (3, 64, 32000), (1, 32, 151936), (256, 64, 96),
+# kernel's blocks (16 rows a block, 8 columns a tile). The vocabulary projections span
+# the sizes the sampling tests use: 111, 32000, 128256, 151936.
+SHAPES = [(1, 512, 1024), (16, 512, 2816), (16, 1408, 512), (7, 48, 111), (3, 64, 32000), (2, 16, 128256),
+          (1, 32, 151936), (256, 64, 96),
           (17, 33, 9), (15, 1, 7), (33, 100, 17), (5, 7, 1)]
 
 
