@@ -90,8 +90,8 @@ def lookahead_search(policy: Policy, verifier: Verifier, questions: Sequence[str
         run.spend.generations += n * (k + 1) * len(questions)
         for p, group in enumerate(finals):
             best = rank([score for _, score in group])
-            for i in best[n:]:  # already freed when they finished: only their tree status changes
-                run.tree.nodes[group[i][0].uid].status = "pruned"
+            for i in best[n:]:
+                run.drop(group[i][0], "pruned")
             finals[p] = [group[i] for i in sorted(best[:n])]
         return run.result(method, finals, selection, {"n": n, "width": width, "k": k, "max_steps": max_steps,
                                                       "selection": selection, "seed": seed,

@@ -245,7 +245,10 @@ class SearchRun:
         return values
 
     def drop(self, branch: Branch, status: str | None = None) -> None:
-        """Free ``branch`` in the policy and the verifier."""
+        """Free ``branch`` in the policy and the verifier, and set its status in the tree if given.
+
+        A branch already freed (a finished one) is not freed again: only its status changes.
+        """
         if status is not None:
             self.tree.nodes[branch.uid].status = status
         if self._live.pop(branch.uid, None) is not None:
