@@ -99,5 +99,12 @@ def test_methods_at_a_budget(checkpoints):
         run("revisions_balanced", 1)
     with pytest.raises(ValueError, match="unknown revision method"):
         revision_split("revisions", 4)
+    # The sweep: chains of L attempts, two chains or more.
+    assert [b for b in range(1, 17) if feasible("revisions_length_4", b)] == [8, 12, 16]
+    assert revision_split("revisions_length_8", 64) == (8, 8) and revision_split("revisions_length_32", 64) == (2, 32)
+    config = run("revisions_length_2", 6).result.config
+    assert (config["chains"], config["length"]) == (3, 2)
+    with pytest.raises(ValueError, match="revisions_length_L a multiple of 2L"):
+        run("revisions_length_4", 4)
     with pytest.raises(ValueError, match="needs the revision model"):
         searchers.run("revisions_parallel", 2, problems)

@@ -8,7 +8,7 @@ import math
 import pytest
 
 from ponder.cli import main
-from ponder.experiments.study import (PRM_STRATEGIES, STRATEGIES, StudyConfig, _budget_to_reach, _pairs_ranked,
+from ponder.experiments.study import (PRM_STRATEGIES, STRATEGIES, StudyConfig, _budget_to_reach, _pairs_ranked, _plan,
                                      findings, run_study)
 
 
@@ -21,6 +21,9 @@ def test_study_runs_bins_cross_validates_and_writes_its_files(checkpoints, tmp_p
     assert set(results["strategies"]) == set(STRATEGIES)
     assert set(results["strategies"]["lookahead"]) == {"2", "4"}
     assert set(results["strategies"]["revisions_balanced"]) == {"2", "4"}
+    # Two chains of 2 is the balanced split at 4: run once, recorded under both names.
+    assert results["strategies"]["revisions_length_2"] == {"4": results["strategies"]["revisions_balanced"]["4"]}
+    assert results["strategies"]["revisions_length_4"] == {}
     assert set(results["oracle"]["accuracy"]) == set(STRATEGIES)  # every strategy per bin
     for per in results["strategies"].values():
         for record in per.values():
@@ -34,6 +37,11 @@ def test_study_runs_bins_cross_validates_and_writes_its_files(checkpoints, tmp_p
             oracle_best = sum(max(per[budget]["correct"][q] for s, per in results["strategies"].items()
                                   if budget in per and s in PRM_STRATEGIES) for q in range(10)) / 10
             assert accuracy <= oracle_best + 1e-9
+        assert set(results[kind]["compute_optimal_revisions"]) == {"1", "2", "4"}
+        for budget, accuracy in results[kind]["compute_optimal_revisions"].items():
+            oracle_best = sum(max(per[budget]["correct"][q] for s, per in results["strategies"].items()
+                                  if budget in per and s.startswith("revisions_")) for q in range(10)) / 10
+            assert accuracy <= oracle_best + 1e-9
     assert [p["oracle_pass1"] for p in results["problems"]] and all(0 <= p["oracle_pass1"] <= 1
                                                                      for p in results["problems"])
     for line in results["findings"]:
@@ -42,8 +50,24 @@ def test_study_runs_bins_cross_validates_and_writes_its_files(checkpoints, tmp_p
     assert (math.isnan(ranking) or 0 <= ranking <= 1) and "PRM ranking: a right solution scores above" in out
     written = json.loads((tmp_path / "s" / "study.json").read_text())
     assert written["findings"] == results["findings"]
-    for picture in ("bins_oracle.png", "bins_predicted.png", "revisions.png", "compute_optimal.png", "pav.png"):
+    for picture in ("bins_oracle.png", "bins_predicted.png", "revisions.png", "revision_ratios.png",
+                    "compute_optimal.png", "compute_optimal_revisions.png", "pav.png"):
         assert (tmp_path / "s" / picture).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_plan_runs_each_revision_split_once_per_budget():
+    strategies = ("best_of_n_weighted", "revisions_parallel", "revisions_balanced", "revisions_sequential",
+                  "revisions_length_2", "revisions_length_8", "revisions_length_32")
+    grid, same_run = _plan(strategies, (1, 4, 16, 64))
+    # One chain of one attempt at 1; two chains of 2 at 4 and eight of 8 at 64 are the balanced split.
+    assert same_run == {("revisions_sequential", 1): "revisions_parallel",
+                        ("revisions_length_2", 4): "revisions_balanced",
+                        ("revisions_length_8", 64): "revisions_balanced"}
+    assert [s for b, s in grid if b == 1] == ["best_of_n_weighted", "revisions_parallel"]
+    assert [s for b, s in grid if b == 16] == ["best_of_n_weighted", "revisions_parallel", "revisions_balanced",
+                                               "revisions_sequential", "revisions_length_2", "revisions_length_8"]
+    assert [s for b, s in grid if b == 64] == ["best_of_n_weighted", "revisions_parallel", "revisions_balanced",
+                                               "revisions_sequential", "revisions_length_2", "revisions_length_32"]
 
 
 def test_prm_ranking_counts_right_above_wrong_pairs():
@@ -105,6 +129,45 @@ def test_findings_pass_and_fail_on_their_numbers():
                          majority={1: .2, 4: .4, 16: .5, 64: .65}, optimal={1: .2, 4: .3, 16: .4, 64: .6},
                          pav={1: .2, 4: .3, 16: .4, 64: .5})
     assert findings(without, budgets)[-1]["line"].startswith("n/a   sequential revisions against parallel sampling")
+
+
+def test_interior_ratio_check_takes_the_best_split_of_the_sweep():
+    curves = dict(beam={1: .2, 4: .5, 16: .6, 64: .6}, bon={1: .2, 4: .4, 16: .5, 64: .6},
+                  majority={1: .2, 4: .4, 16: .5, 64: .55}, optimal={1: .2, 4: .5, 16: .62, 64: .65},
+                  pav={1: .3, 4: .6, 16: .65, 64: .7})
+    # On bins 3-4 one sequential chain (0.3) beats the balanced split (0.2) at every budget,
+    # but two chains of 8 at 16 and four chains of 16 at 64 beat both ends (0.45).
+    revisions = _revision_bins(["revisions_sequential", "revisions_balanced", "revisions_parallel"],
+                               ["revisions_sequential", "revisions_balanced", "revisions_parallel"])
+    revisions["revisions_length_8"] = {16: [0.5] * 2 + [0.3] + [0.45] * 2}
+    revisions["revisions_length_16"] = {64: [0.5] * 2 + [0.3] + [0.45] * 2}
+
+    def interior(results):
+        return next(c for c in findings(results, (1, 4, 16, 64)) if c["name"].startswith("an interior"))
+    check = interior(_synthetic(**curves, revisions=revisions))
+    assert not check["pass"] and check["line"].endswith(
+        "budget 4: best interior split (2 chains of 2) - best of the two ends = -0.100, "
+        "budget 16: best interior split (2 chains of 8) - best of the two ends = +0.150, "
+        "budget 64: best interior split (4 chains of 16) - best of the two ends = +0.150")
+    revisions["revisions_balanced"][4] = [0.5] * 2 + [0.3] + [0.45] * 2
+    assert interior(_synthetic(**curves, revisions=revisions))["pass"]
+
+
+def test_compute_optimal_revisions_check_against_all_parallel():
+    curves = dict(beam={1: .2, 4: .5, 16: .6, 64: .6}, bon={1: .2, 4: .4, 16: .5, 64: .6},
+                  majority={1: .2, 4: .4, 16: .5, 64: .55}, optimal={1: .2, 4: .5, 16: .62, 64: .65},
+                  pav={1: .3, 4: .6, 16: .65, 64: .7})
+    results = _synthetic(**curves)
+    results["strategies"]["revisions_parallel"] = {"64": {"correct": [1] * 70 + [0] * 30}}
+    results["oracle"] = dict(results["oracle"], compute_optimal_revisions={"1": .5, "4": .6, "16": .7, "64": .75})
+    results["predicted"] = dict(results["predicted"], compute_optimal_revisions={"1": .5, "4": .6, "16": .66, "64": .7})
+    checks = {c["name"]: c for c in findings(results, (1, 4, 16, 64)) if "revisions (" in c["name"]}
+    oracle = checks["compute-optimal revisions (oracle bins) reaches all-parallel sampling's accuracy at 64 with at "
+                    "most 16"]
+    predicted = checks["compute-optimal revisions (predicted bins) reaches all-parallel sampling's accuracy at 64 "
+                       "with at most 16"]
+    assert oracle["pass"] and "reaches it at budget 16.0" in oracle["line"]
+    assert not predicted["pass"] and "all-parallel sampling at 64: 0.700; " in predicted["line"]
 
 
 def test_cli_study_rejects_too_few_problems(checkpoints, tmp_path):

@@ -15,7 +15,9 @@ The three best-of-N rows are one set of samples selected three ways
 :data:`REVISION_METHODS` are sequential revisions (:func:`~ponder.search.revisions`)
 with a revision model as the policy, the budget split three ways between parallel
 chains and sequential attempts (:func:`revision_split`): all parallel, all
-sequential, and balanced in between.
+sequential, and balanced in between. :data:`REVISION_SWEEP` holds the other splits
+between the two ends, chains of 2, 4, ..., 32 attempts, for the paper's sweep of the
+sequential/parallel ratio (its figure 7).
 """
 
 from __future__ import annotations
@@ -27,8 +29,8 @@ from dataclasses import dataclass
 from ponder.search import (Policy, SearchResult, Verifier, beam_search, best_of_n, dvts, lookahead_search,
                            mcts, revisions, Sampling)
 
-__all__ = ["METHODS", "REVISION_METHODS", "BEAM_WIDTH", "LOOKAHEAD_STEPS", "MethodRun", "run_method", "feasible",
-           "revision_split"]
+__all__ = ["METHODS", "REVISION_METHODS", "REVISION_SWEEP", "BEAM_WIDTH", "LOOKAHEAD_STEPS", "MethodRun",
+           "run_method", "feasible", "revision_split", "uses_revision_model"]
 
 BEAM_WIDTH = 4          # M: children per kept beam (beam, lookahead, DVTS)
 LOOKAHEAD_STEPS = 1     # k of lookahead search
@@ -47,6 +49,17 @@ METHODS = ("best_of_n_max", "best_of_n_weighted", "majority", "beam_search", "lo
 """Every configuration, in the order tables list them."""
 REVISION_METHODS = ("revisions_parallel", "revisions_balanced", "revisions_sequential")
 """Sequential revisions at three splits of the budget (see :func:`revision_split`)."""
+REVISION_SWEEP = tuple(f"revisions_length_{length}" for length in (2, 4, 8, 16, 32))
+"""``revisions_length_L``: the budget in chains of ``L`` attempts, at least two chains."""
+
+
+def uses_revision_model(method: str) -> bool:
+    """Whether ``method`` samples from the revision model (a split of sequential revisions)."""
+    return method in REVISION_METHODS or method in REVISION_SWEEP
+
+
+def _sweep_length(method: str) -> int:
+    return int(method.rsplit("_", 1)[1])
 
 
 @dataclass
@@ -65,15 +78,19 @@ class MethodRun:
 
 def feasible(method: str, budget: int) -> bool:
     """Whether ``method`` can spend exactly ``budget`` generations (lookahead needs ``k + 1``;
-    balanced revisions need two attempts or more per chain; MCTS needs :data:`MCTS_CHILDREN`
-    or more, because every step down to its first finished solution samples that many
-    children, so a smaller budget ends before any solution is finished)."""
+    balanced revisions need two attempts or more per chain; ``revisions_length_L`` needs
+    two chains of ``L`` or more; MCTS needs :data:`MCTS_CHILDREN` or more, because every
+    step down to its first finished solution samples that many children, so a smaller
+    budget ends before any solution is finished)."""
     if method == "lookahead":
         return budget % (LOOKAHEAD_STEPS + 1) == 0
     if method == "mcts":
         return budget >= MCTS_CHILDREN
     if method == "revisions_balanced":
         return budget >= 2
+    if method in REVISION_SWEEP:
+        length = _sweep_length(method)
+        return budget % length == 0 and budget >= 2 * length
     return budget >= 1
 
 
@@ -81,13 +98,16 @@ def revision_split(method: str, budget: int) -> tuple[int, int]:
     """(chains, attempts per chain) of a revision method at ``budget``: ``(budget, 1)`` for
     ``revisions_parallel``, ``(1, budget)`` for ``revisions_sequential``, and for
     ``revisions_balanced`` the chain length the power of two nearest the square root
-    of the budget (at least 2; rounded down where it does not divide the budget)."""
+    of the budget (at least 2; rounded down where it does not divide the budget);
+    ``(budget // L, L)`` for ``revisions_length_L``."""
     if method == "revisions_parallel":
         return budget, 1
     if method == "revisions_sequential":
         return 1, budget
+    if method in REVISION_SWEEP:
+        return budget // _sweep_length(method), _sweep_length(method)
     if method != "revisions_balanced":
-        raise ValueError(f"unknown revision method {method!r}: expected one of {REVISION_METHODS}")
+        raise ValueError(f"unknown revision method {method!r}: expected one of {REVISION_METHODS + REVISION_SWEEP}")
     length = max(2, 2 ** round(math.log2(budget) / 2))
     while budget % length:
         length //= 2
@@ -103,18 +123,20 @@ def run_method(method: str, budget: int, policy: Policy, verifier: Verifier, que
                answer_of, seed: int = 0, sampling: Sampling = Sampling(), progress: bool | None = None,
                tokens_per_generation: int | None = None,
                best_of_n_result: SearchResult | None = None) -> MethodRun:
-    """Run ``method`` (a name in :data:`METHODS` or :data:`REVISION_METHODS`) at ``budget`` generations per question.
+    """Run ``method`` (a name in :data:`METHODS`, :data:`REVISION_METHODS` or :data:`REVISION_SWEEP`) at
+    ``budget`` generations per question.
 
     ``tokens_per_generation``: the tokens of a typical whole solution (MCTS's token
     budget is ``budget`` times it; required for MCTS). ``best_of_n_result``: a
     best-of-N run at this budget to select from again instead of sampling anew (the
     three best-of-N rows share one).
     """
-    if method not in METHODS + REVISION_METHODS:
-        raise ValueError(f"unknown method {method!r}: expected one of {METHODS + REVISION_METHODS}")
+    if method not in METHODS and not uses_revision_model(method):
+        raise ValueError(f"unknown method {method!r}: expected one of {METHODS + REVISION_METHODS + REVISION_SWEEP}")
     if not feasible(method, budget):
         raise ValueError(f"{method} cannot spend {budget} generations (lookahead needs a multiple of "
-                         f"{LOOKAHEAD_STEPS + 1}, balanced revisions at least 2, MCTS at least {MCTS_CHILDREN})")
+                         f"{LOOKAHEAD_STEPS + 1}, balanced revisions at least 2, revisions_length_L a multiple "
+                         f"of 2L, MCTS at least {MCTS_CHILDREN})")
     common = dict(answer_of=answer_of, seed=seed, sampling=sampling, progress=progress)
     if method in ("best_of_n_max", "best_of_n_weighted", "majority"):
         result = best_of_n_result or best_of_n(policy, verifier, questions, budget, selection="weighted", **common)
@@ -129,7 +151,7 @@ def run_method(method: str, budget: int, policy: Policy, verifier: Verifier, que
     elif method == "dvts":
         n, width = _beams(budget)
         result = dvts(policy, verifier, questions, n, width, **common)
-    elif method in REVISION_METHODS:
+    elif uses_revision_model(method):
         chains, length = revision_split(method, budget)
         result = revisions(policy, verifier, questions, chains=chains, length=length, **common)
     else:

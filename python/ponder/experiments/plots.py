@@ -1,4 +1,5 @@
-"""Accuracy-against-budget pictures, the one kind of plot the experiments draw (matplotlib, PNG)."""
+"""Accuracy curves on a log2 axis (against the budget, or the revision ratio), the one kind of plot the experiments
+draw (matplotlib, PNG)."""
 
 from __future__ import annotations
 
@@ -19,15 +20,16 @@ def pyplot():
     return plt
 
 
-def plot_curves(ax, curves: Mapping[str, Mapping[int, float]], title: str = "", dashed: tuple[str, ...] = ()) -> None:
-    """One line per ``label -> {budget: accuracy}`` on a log2 budget axis, accuracy 0..1;
-    labels in ``dashed`` drawn dashed."""
+def plot_curves(ax, curves: Mapping[str, Mapping[float, float]], title: str = "", dashed: tuple[str, ...] = (),
+                xlabel: str = "generation budget") -> None:
+    """One line per ``label -> {x: accuracy}`` on a log2 x axis (the budget unless ``xlabel``
+    says otherwise), accuracy 0..1; labels in ``dashed`` drawn dashed."""
     for label, points in curves.items():
-        budgets = sorted(points)
-        ax.plot(budgets, [points[b] for b in budgets], marker="o", markersize=3, label=label,
+        xs = sorted(points)
+        ax.plot(xs, [points[x] for x in xs], marker="o", markersize=3, label=label,
                 linestyle="--" if label in dashed else "-")
     ax.set_xscale("log", base=2)
-    ax.set_xlabel("generation budget")
+    ax.set_xlabel(xlabel)
     ax.set_ylim(0, 1)
     ax.grid(alpha=0.3)
     ax.set_title(title, fontsize=9)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import ponder
 from ponder.builtin import checkpoint, task_answer, task_policy
-from ponder.experiments.methods import REVISION_METHODS, MethodRun, run_method
+from ponder.experiments.methods import MethodRun, run_method, uses_revision_model
 from ponder.models import load_tokenizer
 from ponder.prm import ProgressScorer
 from ponder.search import PRMVerifier, Sampling, SearchResult
@@ -72,10 +72,10 @@ class Searchers:
     def run(self, method: str, budget: int, problems: Sequence[Problem], *, seed: int = 0, temperature: float = 1.0,
             aggregate: str = "last", pav_alpha: float | None = None,
             best_of_n_result: SearchResult | None = None) -> MethodRun:
-        """``method`` (see :data:`~ponder.experiments.methods.METHODS` and ``REVISION_METHODS``,
-        which sample from the revision model) at ``budget`` generations on ``problems``."""
+        """``method`` (see :data:`~ponder.experiments.methods.METHODS`; ``REVISION_METHODS`` and
+        ``REVISION_SWEEP`` sample from the revision model) at ``budget`` generations on ``problems``."""
         model = self.model
-        if method in REVISION_METHODS:
+        if uses_revision_model(method):
             if self.reviser is None:
                 raise ValueError(f"{method} needs the revision model: load with with_revision=True")
             model = self.reviser

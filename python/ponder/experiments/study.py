@@ -9,18 +9,25 @@ On the first ``problems`` validation problems, every strategy runs at every budg
   ``Q + alpha * A`` (the PRM plus the prover PRM's progress), for the PAV comparison;
 * sequential revisions with the revision model, the budget all in parallel chains,
   all in one sequential chain, or balanced between the two
-  (:data:`~ponder.experiments.methods.REVISION_METHODS`), against the PRM.
+  (:data:`~ponder.experiments.methods.REVISION_METHODS`), and in every other split
+  between the ends, chains of 2, 4, ..., 32 attempts (``REVISION_SWEEP``, the paper's
+  sweep of the sequential/parallel ratio), against the PRM. A split that two of them
+  share at a budget (``revisions_length_8`` is the balanced split at 64) runs once.
 
 Difficulty, in five quantile bins (bin 0 the easiest), two ways: *oracle*, from the
 policy's pass@1 over the largest budget's best-of-N samples, and *predicted*, from the
 PRM's mean final score over the same samples. Per bin and budget the accuracy of every
-strategy; the compute-optimal PRM search strategy per bin and budget chosen by two-fold cross
-validation (:func:`ponder.search.compute_optimal.cross_validate`) and its accuracy
-against best-of-N's. The findings the paper reports are checked and printed as
-PASS / FAIL lines with their numbers (:func:`findings`). Written into ``out``:
-``study.json`` (everything), ``bins_oracle.png`` / ``bins_predicted.png`` (accuracy
-against budget per bin of the PRM search strategies), ``revisions.png`` (the same for
-the revision splits, oracle bins), ``compute_optimal.png`` and ``pav.png``.
+strategy; the compute-optimal PRM search strategy per bin and budget chosen by two-fold
+cross validation (:func:`ponder.search.compute_optimal.cross_validate`) and its accuracy
+against best-of-N's; the same among the revision model's splits (compute-optimal
+revisions, the paper's figure 8) against all-parallel sampling. The findings the paper
+reports are checked and printed as PASS / FAIL lines with their numbers
+(:func:`findings`). Written into ``out``: ``study.json`` (everything),
+``bins_oracle.png`` / ``bins_predicted.png`` (accuracy against budget per bin of the PRM
+search strategies), ``revisions.png`` (the same for the three revision rows, oracle
+bins), ``revision_ratios.png`` (accuracy against the sequential/parallel ratio: overall
+per budget, and per oracle bin at the largest budget, as the paper's figure 7),
+``compute_optimal.png``, ``compute_optimal_revisions.png`` and ``pav.png``.
 
 Problems run in chunks (``chunk`` problems per search) so that the KV caches stay small.
 """
@@ -37,7 +44,7 @@ from pathlib import Path
 import torch
 
 from ponder.experiments import plots
-from ponder.experiments.methods import REVISION_METHODS, feasible
+from ponder.experiments.methods import REVISION_METHODS, REVISION_SWEEP, feasible, revision_split, uses_revision_model
 from ponder.experiments.searchers import Searchers
 from ponder.search.compute_optimal import DifficultyBins, cross_validate
 from ponder.search.progress import Progress
@@ -54,10 +61,10 @@ STRATEGIES: dict[str, tuple[str, bool]] = {
     "dvts": ("dvts", False),
     "best_of_n_weighted_pav": ("best_of_n_weighted", True),
     "beam_search_pav": ("beam_search", True),
-    **{method: (method, False) for method in REVISION_METHODS},
+    **{method: (method, False) for method in REVISION_METHODS + REVISION_SWEEP},
 }
 """Strategy name -> (method of :mod:`ponder.experiments.methods`, against the PAV)."""
-PRM_STRATEGIES = [name for name, (method, pav) in STRATEGIES.items() if not pav and method not in REVISION_METHODS]
+PRM_STRATEGIES = [name for name, (method, pav) in STRATEGIES.items() if not pav and not uses_revision_model(method)]
 """The strategies compute-optimal selection chooses among (the paper's PRM search)."""
 BINS = 5
 
@@ -77,6 +84,32 @@ class StudyConfig:
     prover: str | None = None
     revision: str | None = None
     out: str = "ponder-study"
+
+
+def _plan(strategies: Sequence[str], budgets: Sequence[int]) -> tuple[list[tuple[int, str]], dict]:
+    """The (budget, strategy) runs, and ``{(strategy, budget): strategy that runs the same split}``
+    for the revision strategies whose split an earlier one already runs at that budget."""
+    grid, same_run = [], {}
+    for budget in budgets:
+        runs_split = {}
+        for strategy in strategies:
+            method = STRATEGIES[strategy][0]
+            if not feasible(method, budget):
+                continue
+            if uses_revision_model(method):
+                chains_length = revision_split(method, budget)
+                if chains_length in runs_split:
+                    same_run[strategy, budget] = runs_split[chains_length]
+                    continue
+                runs_split[chains_length] = strategy
+            grid.append((budget, strategy))
+    return grid, same_run
+
+
+def _revision_splits(accuracy: dict, budget: int) -> dict[tuple[int, int], list[float]]:
+    """``{(chains, length): per-bin accuracy}`` of the revision strategies run at ``budget``."""
+    return {revision_split(s, budget): per[str(budget)] for s, per in accuracy.items()
+            if uses_revision_model(s) and str(budget) in per}
 
 
 def _run_chunked(searchers: Searchers, strategy: str, budget: int, problems: Sequence[Problem], config: StudyConfig,
@@ -128,14 +161,14 @@ def run_study(config: StudyConfig, searchers: Searchers | None = None, *, log=pr
         raise ValueError(f"the study needs at least {2 * BINS} problems (two folds of {BINS} bins), "
                          f"got {config.problems}")
     needs_pav = any(STRATEGIES[s][1] for s in config.strategies)
-    needs_revision = any(STRATEGIES[s][0] in REVISION_METHODS for s in config.strategies)
+    needs_revision = any(uses_revision_model(STRATEGIES[s][0]) for s in config.strategies)
     searchers = searchers or Searchers.load(config.policy, config.prm, config.prover, config.revision,
                                             with_prover=needs_pav, with_revision=needs_revision)
     problems = split("validation", config.problems)
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     budgets = sorted(config.budgets)
-    grid = [(b, s) for b in budgets for s in config.strategies if feasible(STRATEGIES[s][0], b)]
+    grid, same_run = _plan(config.strategies, budgets)
     bar = Progress("study", progress)
     records: dict[str, dict[int, dict]] = {s: {} for s in config.strategies}
     shared: dict = {}
@@ -145,6 +178,8 @@ def run_study(config: StudyConfig, searchers: Searchers | None = None, *, log=pr
         records[strategy][budget] = _run_chunked(searchers, strategy, budget, problems, config, shared)
         bar.clear()
         log(f"{strategy:<24} {budget:>4}  accuracy {_mean(records[strategy][budget]['correct']):.3f}")
+    for (strategy, budget), ran in same_run.items():
+        records[strategy][budget] = records[ran][budget]
     largest = max(b for b in budgets if "best_of_n_weighted" in records and b in records["best_of_n_weighted"]) \
         if "best_of_n_weighted" in records else None
     if largest is None:
@@ -171,10 +206,15 @@ def run_study(config: StudyConfig, searchers: Searchers | None = None, *, log=pr
                                 for k in range(BINS)] for b, acc in per.items()} for s, per in accuracy.items()}
         results[kind] = {"bins": bins.tolist(), "accuracy": per_bin,
                          "compute_optimal": {str(b): float(acc.mean()) for b, acc in chosen.items()}}
+        splits = {s: per for s, per in accuracy.items() if uses_revision_model(s) and per}
+        if splits:
+            results[kind]["compute_optimal_revisions"] = {
+                str(b): float(acc.mean()) for b, acc in cross_validate(splits, bins, BINS, seed=config.seed).items()}
         _plot_bins({s: a for s, a in per_bin.items() if s in PRM_STRATEGIES}, out / f"bins_{kind}.png",
                    f"{kind} difficulty bins")
     _plot_bins({s: a for s, a in results["oracle"]["accuracy"].items() if s in REVISION_METHODS},
                out / "revisions.png", "sequential revisions: parallel, balanced and sequential splits, oracle bins")
+    _plot_revision_ratios(results["oracle"]["accuracy"], budgets, out / "revision_ratios.png")
     results["findings"] = findings(results, budgets)
     _plot_curves(results, budgets, out)
     results["wall_s"] = time.perf_counter() - start
@@ -236,13 +276,19 @@ def findings(results: dict, budgets: Sequence[int]) -> list[dict]:
     weighted, majority = _overall(results, "best_of_n_weighted", top), _overall(results, "majority", top)
     check(f"weighted best-of-N at least as accurate as majority at N={top}", weighted >= majority,
           f"{weighted:.3f} against {majority:.3f}")
-    for kind in ("oracle", "predicted"):
-        optimal = {int(b): a for b, a in results[kind]["compute_optimal"].items()}
-        target = _overall(results, "best_of_n_weighted", top)
-        needed = _budget_to_reach(optimal, target)
-        check(f"compute-optimal ({kind} bins) reaches best-of-N's accuracy at {top} with at most {top // 4}",
-              needed <= top // 4, f"best-of-N at {top}: {target:.3f}; compute-optimal reaches it at budget "
-                                   f"{needed:.1f} ({', '.join(f'{b}: {a:.3f}' for b, a in sorted(optimal.items()))})")
+    for key, baseline, label in (("compute_optimal", "best_of_n_weighted", ("compute-optimal", "best-of-N")),
+                                 ("compute_optimal_revisions", "revisions_parallel",
+                                  ("compute-optimal revisions", "all-parallel sampling"))):
+        for kind in ("oracle", "predicted"):
+            if key not in results[kind]:  # the revision model's splits were not run
+                continue
+            optimal = {int(b): a for b, a in results[kind][key].items()}
+            target = _overall(results, baseline, top)
+            needed = _budget_to_reach(optimal, target)
+            curve = ", ".join(f"{b}: {a:.3f}" for b, a in sorted(optimal.items()))
+            check(f"{label[0]} ({kind} bins) reaches {label[1]}'s accuracy at {top} with at most {top // 4}",
+                  needed <= top // 4, f"{label[1]} at {top}: {target:.3f}; {label[0]} reaches it at budget "
+                                      f"{needed:.1f} ({curve})")
     for method in ("beam_search", "best_of_n_weighted"):
         base = {b: _overall(results, method, b) for b in budgets}
         pav = {b: _overall(results, f"{method}_pav", b) for b in budgets}
@@ -274,12 +320,16 @@ def findings(results: dict, budgets: Sequence[int]) -> list[dict]:
         check("sequential revisions ahead of parallel sampling at equal budget on the easier bins (0-1)",
               all(g > 0 for g in ahead.values()),
               ", ".join(f"budget {b}: sequential - parallel = {g:+.3f}" for b, g in ahead.items()))
-        interior = {b: min(gain("revisions_balanced", b, end, harder) for end in ("revisions_sequential",
-                                                                                  "revisions_parallel"))
-                    for b in compared}
+        interior = {}  # budget -> (the best interior split on the harder bins, its lead over the better end)
+        for b in compared:
+            hard = {split: _mean(acc[k] for k in harder) for split, acc in _revision_splits(bins, b).items()}
+            inside = {split: a for split, a in hard.items() if 1 < split[1] < b}
+            best = max(inside, key=lambda split: (inside[split], -split[1]))
+            interior[b] = best, inside[best] - max(hard[b, 1], hard[1, b])
         check(f"an interior sequential/parallel ratio is best on the harder bins ({BINS - 2}-{BINS - 1})",
-              all(g > 0 for g in interior.values()),
-              ", ".join(f"budget {b}: balanced - best of the two ends = {g:+.3f}" for b, g in interior.items()))
+              all(g > 0 for _, g in interior.values()),
+              ", ".join(f"budget {b}: best interior split ({c} chains of {n}) - best of the two ends = {g:+.3f}"
+                        for b, ((c, n), g) in interior.items()))
     else:
         check("sequential revisions against parallel sampling", None,
               f"needs {', '.join(REVISION_METHODS)} at a budget of 4 or more")
@@ -299,8 +349,30 @@ def _plot_bins(accuracy: dict, path: Path, title: str) -> None:
     plots.save(fig, path)
 
 
+def _plot_revision_ratios(accuracy: dict, budgets: Sequence[int], path: Path) -> None:
+    """Accuracy against the sequential/parallel ratio (attempts per chain over chains): overall,
+    one line per budget, and per oracle bin at the largest budget (the paper's figure 7)."""
+    swept = [b for b in budgets if len(_revision_splits(accuracy, b)) >= 2]
+    if not swept:
+        return
+    fig, (left, right) = plots.pyplot().subplots(1, 2, figsize=(11, 4))
+    xlabel = "sequential / parallel (attempts per chain / chains)"
+    plots.plot_curves(left, {f"budget {b}": {length / chains: _mean(acc) for (chains, length), acc
+                                             in _revision_splits(accuracy, b).items()} for b in swept},
+                      "all problems", xlabel=xlabel)
+    top = swept[-1]
+    plots.plot_curves(right, {f"bin {k}": {length / chains: acc[k] for (chains, length), acc
+                                           in _revision_splits(accuracy, top).items()} for k in range(BINS)},
+                      f"per oracle bin (0 easiest) at budget {top}", xlabel=xlabel)
+    left.set_ylabel("accuracy")
+    for ax in (left, right):
+        ax.legend(fontsize=7)
+    plots.save(fig, path)
+
+
 def _plot_curves(results: dict, budgets: Sequence[int], out: Path) -> None:
-    """compute_optimal.png (compute-optimal against best-of-N and beam) and pav.png (PAV against PRM)."""
+    """compute_optimal.png (compute-optimal against best-of-N and beam), compute_optimal_revisions.png
+    (compute-optimal revisions against the revision model's ends) and pav.png (PAV against PRM)."""
     def overall(strategy: str) -> dict[int, float]:
         return {b: _overall(results, strategy, b) for b in budgets}
 
@@ -308,6 +380,12 @@ def _plot_curves(results: dict, budgets: Sequence[int], out: Path) -> None:
         "compute_optimal.png": ("compute-optimal vs best-of-N", {
             "best-of-N weighted": overall("best_of_n_weighted"), "beam search": overall("beam_search"),
             **{f"compute-optimal ({kind} bins)": {int(b): a for b, a in results[kind]["compute_optimal"].items()}
+               for kind in ("oracle", "predicted")}}),
+        "compute_optimal_revisions.png": ("compute-optimal revisions vs parallel sampling", {
+            "revisions, all parallel": overall("revisions_parallel"),
+            "revisions, one sequential chain": overall("revisions_sequential"),
+            **{f"compute-optimal revisions ({kind} bins)": {int(b): a for b, a in
+                                                            results[kind].get("compute_optimal_revisions", {}).items()}
                for kind in ("oracle", "predicted")}}),
         "pav.png": ("PRM vs process advantage verifier", {
             label: overall(strategy) for method in ("best_of_n_weighted", "beam_search")
