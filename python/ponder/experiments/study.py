@@ -106,9 +106,10 @@ def _plan(strategies: Sequence[str], budgets: Sequence[int]) -> tuple[list[tuple
     return grid, same_run
 
 
-def _revision_splits(accuracy: dict, budget: int) -> dict[tuple[int, int], list[float]]:
-    """``{(chains, length): per-bin accuracy}`` of the revision strategies run at ``budget``."""
-    return {revision_split(s, budget): per[str(budget)] for s, per in accuracy.items()
+def _revision_splits(accuracy: dict, budget: int) -> dict[tuple[int, int], str]:
+    """``{(chains, length): strategy}`` of the revision strategies in ``accuracy`` (per-bin
+    accuracies by strategy and budget) run at ``budget``."""
+    return {revision_split(s, budget): s for s, per in accuracy.items()
             if uses_revision_model(s) and str(budget) in per}
 
 
@@ -214,7 +215,7 @@ def run_study(config: StudyConfig, searchers: Searchers | None = None, *, log=pr
                    f"{kind} difficulty bins")
     _plot_bins({s: a for s, a in results["oracle"]["accuracy"].items() if s in REVISION_METHODS},
                out / "revisions.png", "sequential revisions: parallel, balanced and sequential splits, oracle bins")
-    _plot_revision_ratios(results["oracle"]["accuracy"], budgets, out / "revision_ratios.png")
+    _plot_revision_ratios(results, budgets, out / "revision_ratios.png")
     results["findings"] = findings(results, budgets)
     _plot_curves(results, budgets, out)
     results["wall_s"] = time.perf_counter() - start
@@ -322,7 +323,7 @@ def findings(results: dict, budgets: Sequence[int]) -> list[dict]:
               ", ".join(f"budget {b}: sequential - parallel = {g:+.3f}" for b, g in ahead.items()))
         interior = {}  # budget -> (the best interior split on the harder bins, its lead over the better end)
         for b in compared:
-            hard = {split: _mean(acc[k] for k in harder) for split, acc in _revision_splits(bins, b).items()}
+            hard = {split: _mean(bins[s][str(b)][k] for k in harder) for split, s in _revision_splits(bins, b).items()}
             inside = {split: a for split, a in hard.items() if 1 < split[1] < b}
             best = max(inside, key=lambda split: (inside[split], -split[1]))
             interior[b] = best, inside[best] - max(hard[b, 1], hard[1, b])
@@ -349,19 +350,20 @@ def _plot_bins(accuracy: dict, path: Path, title: str) -> None:
     plots.save(fig, path)
 
 
-def _plot_revision_ratios(accuracy: dict, budgets: Sequence[int], path: Path) -> None:
+def _plot_revision_ratios(results: dict, budgets: Sequence[int], path: Path) -> None:
     """Accuracy against the sequential/parallel ratio (attempts per chain over chains): overall,
     one line per budget, and per oracle bin at the largest budget (the paper's figure 7)."""
+    accuracy = results["oracle"]["accuracy"]
     swept = [b for b in budgets if len(_revision_splits(accuracy, b)) >= 2]
     if not swept:
         return
     fig, (left, right) = plots.pyplot().subplots(1, 2, figsize=(11, 4))
     xlabel = "sequential / parallel (attempts per chain / chains)"
-    plots.plot_curves(left, {f"budget {b}": {length / chains: _mean(acc) for (chains, length), acc
+    plots.plot_curves(left, {f"budget {b}": {length / chains: _overall(results, s, b) for (chains, length), s
                                              in _revision_splits(accuracy, b).items()} for b in swept},
                       "all problems", xlabel=xlabel)
     top = swept[-1]
-    plots.plot_curves(right, {f"bin {k}": {length / chains: acc[k] for (chains, length), acc
+    plots.plot_curves(right, {f"bin {k}": {length / chains: accuracy[s][str(top)][k] for (chains, length), s
                                            in _revision_splits(accuracy, top).items()} for k in range(BINS)},
                       f"per oracle bin (0 easiest) at budget {top}", xlabel=xlabel)
     left.set_ylabel("accuracy")
