@@ -104,7 +104,9 @@ def test_methods_at_a_budget(checkpoints):
     assert revision_split("revisions_length_8", 64) == (8, 8) and revision_split("revisions_length_32", 64) == (2, 32)
     config = run("revisions_length_2", 6).result.config
     assert (config["chains"], config["length"]) == (3, 2)
-    with pytest.raises(ValueError, match="revisions_length_L a multiple of 2L"):
+    with pytest.raises(ValueError, match="revisions_length_L a multiple of L of at least 2L"):
         run("revisions_length_4", 4)
+    with pytest.raises(ValueError, match="revisions_length_L a multiple of L of at least 2L"):
+        run("revisions_length_4", 10)
     with pytest.raises(ValueError, match="needs the revision model"):
         searchers.run("revisions_parallel", 2, problems)

@@ -136,7 +136,7 @@ def run_method(method: str, budget: int, policy: Policy, verifier: Verifier, que
     if not feasible(method, budget):
         raise ValueError(f"{method} cannot spend {budget} generations (lookahead needs a multiple of "
                          f"{LOOKAHEAD_STEPS + 1}, balanced revisions at least 2, revisions_length_L a multiple "
-                         f"of 2L, MCTS at least {MCTS_CHILDREN})")
+                         f"of L of at least 2L, MCTS at least {MCTS_CHILDREN})")
     common = dict(answer_of=answer_of, seed=seed, sampling=sampling, progress=progress)
     if method in ("best_of_n_max", "best_of_n_weighted", "majority"):
         result = best_of_n_result or best_of_n(policy, verifier, questions, budget, selection="weighted", **common)
