@@ -93,20 +93,18 @@ def test_methods_at_a_budget(checkpoints):
     assert [splits["revisions_balanced", b] for b in (2, 4, 6, 8, 16, 64)] == \
         [(1, 2), (2, 2), (3, 2), (2, 4), (4, 4), (8, 8)]
     assert splits["revisions_parallel", 16] == (16, 1) and splits["revisions_sequential", 16] == (1, 16)
-    config = run("revisions_balanced", 4).result.config
-    assert (config["chains"], config["length"]) == (2, 2)
-    with pytest.raises(ValueError, match="balanced revisions at least 2"):
-        run("revisions_balanced", 1)
     with pytest.raises(ValueError, match="unknown revision method"):
         revision_split("revisions", 4)
     # The sweep: chains of L attempts, two chains or more.
     assert [b for b in range(1, 17) if feasible("revisions_length_4", b)] == [8, 12, 16]
     assert revision_split("revisions_length_8", 64) == (8, 8) and revision_split("revisions_length_32", 64) == (2, 32)
-    config = run("revisions_length_2", 6).result.config
-    assert (config["chains"], config["length"]) == (3, 2)
-    with pytest.raises(ValueError, match="revisions_length_L a multiple of L of at least 2L"):
-        run("revisions_length_4", 4)
-    with pytest.raises(ValueError, match="revisions_length_L a multiple of L of at least 2L"):
-        run("revisions_length_4", 10)
+    for method, budget, chains_length in (("revisions_balanced", 4, (2, 2)), ("revisions_length_2", 6, (3, 2))):
+        config = run(method, budget).result.config
+        assert (config["chains"], config["length"]) == chains_length
+    for method, budget, message in (("revisions_balanced", 1, "balanced revisions at least 2"),
+                                    ("revisions_length_4", 4, "revisions_length_L a multiple of L of at least 2L"),
+                                    ("revisions_length_4", 10, "revisions_length_L a multiple of L of at least 2L")):
+        with pytest.raises(ValueError, match=message):
+            run(method, budget)
     with pytest.raises(ValueError, match="needs the revision model"):
         searchers.run("revisions_parallel", 2, problems)
