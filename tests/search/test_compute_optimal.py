@@ -57,6 +57,33 @@ def test_cross_validation_matches_brute_force():
         cross_validate({"a": {4: torch.zeros(3)}}, bins, 5)
 
 
+
+def test_cross_validation_keeps_the_copies_of_a_question_in_one_fold():
+    """A bootstrap resample holds questions twice or more; ``groups`` keeps each one's copies
+    out of the fold that is fitted when they are scored."""
+    gen = torch.Generator().manual_seed(5)
+    distinct = {n: (torch.rand(30, generator=gen) < 0.5).float() for n in ("a", "b", "c")}
+    distinct_bins = torch.arange(30) % 5
+    resample = torch.randint(30, (60,), generator=gen)
+    accuracy = {n: {4: a[resample]} for n, a in distinct.items()}
+    bins = distinct_bins[resample]
+    cv = cross_validate(accuracy, bins, 5, seed=2, groups=resample)
+    ids, group_of = torch.unique(resample, return_inverse=True)
+    fold = (torch.randperm(ids.numel(), generator=torch.Generator().manual_seed(2)) % 2)[group_of]
+    for q in range(60):
+        train = (fold != fold[q]) & (bins == bins[q])
+        assert not bool((resample[train] == resample[q]).any())  # no copy of q among what is fitted
+        means = {n: float(accuracy[n][4][train].mean()) for n in ("a", "b", "c")}
+        pick = max(means, key=lambda n: (means[n], -"abc".index(n)))
+        assert cv[4][q] == accuracy[pick][4][q]
+    # every question its own group is the default
+    plain = cross_validate(accuracy, bins, 5, seed=2)
+    assert torch.equal(cross_validate(accuracy, bins, 5, seed=2, groups=torch.arange(60))[4], plain[4])
+    with pytest.raises(ValueError, match=r"groups must be int64 \[60\]"):
+        cross_validate(accuracy, bins, 5, groups=torch.arange(59))
+    with pytest.raises(ValueError, match=r"groups must be int64 \[60\] .* got torch.float32"):
+        cross_validate(accuracy, bins, 5, groups=torch.zeros(60))
+
 def test_difficulty_estimate_and_apply_run_the_chosen_strategy():
     policy, verifier = ToyPolicy(), ToyVerifier()
     questions = [f"q{i}" for i in range(10)]

@@ -105,17 +105,29 @@ def fit_table(accuracy: Accuracy, bins: torch.Tensor, num_bins: int,
 
 
 def cross_validate(accuracy: Accuracy, bins: torch.Tensor, num_bins: int, *, folds: int = 2,
-                   seed: int = 0) -> dict[int, torch.Tensor]:
-    """``{budget: float [Q]}``: each question's correctness under the strategy fitted on the other folds."""
+                   seed: int = 0, groups: torch.Tensor | None = None) -> dict[int, torch.Tensor]:
+    """``{budget: float [Q]}``: each question's correctness under the strategy fitted on the other folds.
+
+    ``groups`` (int64 [Q], default every question its own): questions with one group id
+    fall in one fold, so that copies of a question (a bootstrap resample of the
+    questions) are never fitted on in one fold and scored in the other.
+    """
     count = bins.numel()
     budgets = _check_records(accuracy, count)
-    fold = torch.randperm(count, generator=torch.Generator().manual_seed(seed)) % folds
+    groups = torch.arange(count) if groups is None else groups
+    if groups.shape != (count,) or groups.dtype != torch.int64:
+        raise ValueError(f"groups must be int64 [{count}] (one id per question), "
+                         f"got {groups.dtype} {tuple(groups.shape)}")
+    ids, group_of = torch.unique(groups, return_inverse=True)
+    fold = (torch.randperm(ids.numel(), generator=torch.Generator().manual_seed(seed)) % folds)[group_of]
     out = {budget: torch.zeros(count) for budget in budgets}
     for f in range(folds):
-        table = fit_table(accuracy, bins, num_bins, subset=fold != f)
+        scored = fold == f
+        table = fit_table(accuracy, bins, num_bins, subset=~scored)
         for budget in budgets:
-            for q in (fold == f).nonzero().flatten().tolist():
-                out[budget][q] = accuracy[table[int(bins[q]), budget]][budget][q]
+            for b in range(num_bins):
+                members = scored & (bins == b)
+                out[budget][members] = accuracy[table[b, budget]][budget][members]
     return out
 
 
