@@ -95,8 +95,8 @@ def _study(args: argparse.Namespace) -> None:
     from ponder.experiments.study import StudyConfig, run_study
 
     run_study(StudyConfig(problems=args.problems, budgets=tuple(args.budgets), strategies=tuple(args.strategies),
-                          pav_alpha=args.pav_alpha, seed=args.seed, policy=args.policy, prm=args.prm,
-                          prover=args.prover, revision=args.revision, out=args.out))
+                          pav_alpha=args.pav_alpha, seed=args.seed, resamples=args.resamples, policy=args.policy,
+                          prm=args.prm, prover=args.prover, revision=args.revision, out=args.out))
 
 
 def _train_policy(args: argparse.Namespace) -> None:
@@ -189,6 +189,8 @@ def main(argv: list[str] | None = None) -> None:
                        metavar="STRATEGY", help=f"strategies (default all: {' '.join(STRATEGIES)})")
     study.add_argument("--pav-alpha", type=float, default=StudyConfig.pav_alpha, help="PAV's advantage weight")
     study.add_argument("--seed", type=int, default=0)
+    study.add_argument("--resamples", type=int, default=StudyConfig.resamples, metavar="R",
+                       help="bootstrap resamples of the problems behind each finding's support (0: none)")
     study.add_argument("--policy", default=None, help="policy checkpoint directory (default: built-in)")
     study.add_argument("--prm", default=None, help="PRM checkpoint directory (default: built-in)")
     study.add_argument("--prover", default=None, help="prover PRM checkpoint directory (default: built-in)")

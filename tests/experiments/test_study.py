@@ -8,14 +8,14 @@ import math
 import pytest
 
 from ponder.cli import main
-from ponder.experiments.study import (PRM_STRATEGIES, STRATEGIES, StudyConfig, _budget_to_reach, _pairs_ranked, _plan,
-                                     findings, run_study)
+from ponder.experiments.study import (PRM_STRATEGIES, STRATEGIES, StudyConfig, _analyse, _budget_to_reach,
+                                     _pairs_ranked, _plan, findings, run_study, support)
 
 
 def test_study_runs_bins_cross_validates_and_writes_its_files(checkpoints, tmp_path, capsys):
     policy, prm = checkpoints
     config = StudyConfig(problems=10, budgets=(1, 2, 4), chunk=4, policy=str(policy), prm=str(prm),
-                         prover=str(prm), revision=str(policy), out=str(tmp_path / "s"))
+                         prover=str(prm), revision=str(policy), resamples=20, out=str(tmp_path / "s"))
     results = run_study(config)
     out = capsys.readouterr().out
     assert set(results["strategies"]) == set(STRATEGIES)
@@ -45,7 +45,9 @@ def test_study_runs_bins_cross_validates_and_writes_its_files(checkpoints, tmp_p
     assert [p["oracle_pass1"] for p in results["problems"]] and all(0 <= p["oracle_pass1"] <= 1
                                                                      for p in results["problems"])
     for line in results["findings"]:
-        assert line["line"] in out
+        assert line["line"] in out and line["line"].endswith(f"[holds in {line['support']:.0%} of 20 resamples "
+                                                             f"of the problems]")
+        assert line["support"] in {k / 20 for k in range(21)}
     ranking = results["prm_ranking"]  # NaN when no problem had both right and wrong samples
     assert (math.isnan(ranking) or 0 <= ranking <= 1) and "PRM ranking: a right solution scores above" in out
     written = json.loads((tmp_path / "s" / "study.json").read_text())
@@ -81,6 +83,36 @@ def test_budget_to_reach_interpolates_in_log_budget():
     assert math.isclose(_budget_to_reach(curve, 0.5), 8.0)
     assert _budget_to_reach(curve, 0.7) == math.inf
 
+
+
+def _problem_records(correct: dict[str, list[int]], budget: int = 64) -> dict:
+    """Analysed study results of len(list) problems with spread difficulty scores, each
+    strategy's per-problem correctness at ``budget`` given."""
+    count = len(next(iter(correct.values())))
+    results = {"problems": [{"oracle_pass1": (i % 10) / 10, "predicted": (i % 7) / 7} for i in range(count)],
+               "strategies": {s: {str(budget): {"correct": c}} for s, c in correct.items()}}
+    _analyse(results, seed=0)
+    return results
+
+
+def test_support_is_the_share_of_problem_resamples_where_a_finding_holds():
+    weighted = [1] * 60 + [0] * 40
+    # Majority right on every problem weighted best-of-N gets, and one more (the last): the
+    # finding fails on these problems, and holds exactly in the resamples without the last
+    # problem, (1 - 1/100) ** 100 = 0.366 of them.
+    edge = _problem_records({"best_of_n_weighted": weighted, "majority": weighted[:-1] + [1]})
+    held = support(edge, (64,), resamples=400, seed=1)
+    names = [c["name"] for c in findings(edge, (64,))]
+    at_edge = held[names.index("weighted best-of-N at least as accurate as majority at N=64")]
+    assert abs(at_edge - 0.99 ** 100) < 0.08
+    assert held[names.index("beam search ahead of weighted best-of-N on the middle bins")] == 0  # not run: n/a
+    # Majority wrong wherever weighted best-of-N is, and on one more: it holds on every resample.
+    ahead = _problem_records({"best_of_n_weighted": weighted, "majority": [0] + weighted[1:]})
+    held = support(ahead, (64,), resamples=50, seed=1)
+    assert held[names.index("weighted best-of-N at least as accurate as majority at N=64")] == 1.0
+    assert support(ahead, (64,), resamples=50, seed=1) == held  # the seed fixes the resamples
+    with pytest.raises(ValueError, match="resamples must be a positive int, got 0"):
+        support(ahead, (64,), resamples=0)
 
 def _synthetic(beam, bon, majority, optimal, pav, revisions=None):
     """Results with per-bin accuracies (same at every bin but the revision methods', given
@@ -170,9 +202,11 @@ def test_compute_optimal_revisions_check_against_all_parallel():
     assert not predicted["pass"] and "all-parallel sampling at 64: 0.700; " in predicted["line"]
 
 
-def test_cli_study_rejects_too_few_problems(checkpoints, tmp_path):
+def test_cli_study_rejects_too_few_problems_and_negative_resamples(checkpoints, tmp_path):
     with pytest.raises(ValueError, match="at least 10 problems"):
         main(["study", "--problems", "4", "--out", str(tmp_path)])
+    with pytest.raises(ValueError, match="resamples must be a non-negative int, got -1"):
+        main(["study", "--resamples", "-1", "--out", str(tmp_path)])
 
 
 def test_pav_efficiency_bounds_a_budget_the_prm_never_reaches():

@@ -22,8 +22,9 @@ cross validation (:func:`ponder.search.compute_optimal.cross_validate`) and its 
 against best-of-N's; the same among the revision model's splits (compute-optimal
 revisions, the paper's figure 8) against all-parallel sampling. The findings the paper
 reports are checked and printed as PASS / FAIL lines with their numbers
-(:func:`findings`). Written into ``out``: ``study.json`` (everything),
-``bins_oracle.png`` / ``bins_predicted.png`` (accuracy against budget per bin of the PRM
+(:func:`findings`), each with its support: the share of ``resamples`` bootstrap resamples
+of the problems on which the check passes (:func:`support`). Written into ``out``:
+``study.json`` (everything), ``bins_oracle.png`` / ``bins_predicted.png`` (accuracy against budget per bin of the PRM
 search strategies), ``revisions.png`` (the same for the three revision rows, oracle
 bins), ``revision_ratios.png`` (accuracy against the sequential/parallel ratio: overall
 per budget, and per oracle bin at the largest budget, as the paper's figure 7),
@@ -50,7 +51,7 @@ from ponder.search.compute_optimal import DifficultyBins, cross_validate
 from ponder.search.progress import Progress
 from ponder.tasks import Problem, split
 
-__all__ = ["StudyConfig", "STRATEGIES", "run_study", "findings"]
+__all__ = ["StudyConfig", "STRATEGIES", "run_study", "findings", "support"]
 
 STRATEGIES: dict[str, tuple[str, bool]] = {
     "best_of_n_max": ("best_of_n_max", False),
@@ -83,6 +84,7 @@ class StudyConfig:
     prm: str | None = None
     prover: str | None = None
     revision: str | None = None
+    resamples: int = 1000
     out: str = "ponder-study"
 
 
@@ -158,6 +160,8 @@ def run_study(config: StudyConfig, searchers: Searchers | None = None, *, log=pr
     unknown = [s for s in config.strategies if s not in STRATEGIES]
     if unknown:
         raise ValueError(f"unknown strategy {unknown[0]!r}: expected some of {list(STRATEGIES)}")
+    if not isinstance(config.resamples, int) or config.resamples < 0:
+        raise ValueError(f"resamples must be a non-negative int, got {config.resamples!r}")
     if config.problems < 2 * BINS:
         raise ValueError(f"the study needs at least {2 * BINS} problems (two folds of {BINS} bins), "
                          f"got {config.problems}")
@@ -197,26 +201,18 @@ def run_study(config: StudyConfig, searchers: Searchers | None = None, *, log=pr
                "prm_ranking": ranking,
                "strategies": {s: {str(b): {k: v for k, v in r.items() if k not in ("pass1", "mean_score", "ranking")}
                                   for b, r in per.items()} for s, per in records.items()}}
-    for kind, scores in (("oracle", oracle), ("predicted", predicted)):
-        bins = DifficultyBins.fit(scores, BINS).assign(scores)
-        accuracy = {s: {b: torch.tensor(r["correct"], dtype=torch.float32) for b, r in records[s].items()}
-                    for s in config.strategies}
-        chosen = cross_validate({s: per for s, per in accuracy.items() if s in PRM_STRATEGIES}, bins, BINS,
-                                seed=config.seed)
-        per_bin = {s: {str(b): [float(acc[bins == k].mean()) if bool((bins == k).any()) else float("nan")
-                                for k in range(BINS)] for b, acc in per.items()} for s, per in accuracy.items()}
-        results[kind] = {"bins": bins.tolist(), "accuracy": per_bin,
-                         "compute_optimal": {str(b): float(acc.mean()) for b, acc in chosen.items()}}
-        splits = {s: per for s, per in accuracy.items() if uses_revision_model(s) and per}
-        if splits:
-            results[kind]["compute_optimal_revisions"] = {
-                str(b): float(acc.mean()) for b, acc in cross_validate(splits, bins, BINS, seed=config.seed).items()}
-        _plot_bins({s: a for s, a in per_bin.items() if s in PRM_STRATEGIES}, out / f"bins_{kind}.png",
-                   f"{kind} difficulty bins")
+    _analyse(results, config.seed)
+    for kind in ("oracle", "predicted"):
+        _plot_bins({s: a for s, a in results[kind]["accuracy"].items() if s in PRM_STRATEGIES},
+                   out / f"bins_{kind}.png", f"{kind} difficulty bins")
     _plot_bins({s: a for s, a in results["oracle"]["accuracy"].items() if s in REVISION_METHODS},
                out / "revisions.png", "sequential revisions: parallel, balanced and sequential splits, oracle bins")
     _plot_revision_ratios(results, budgets, out / "revision_ratios.png")
     results["findings"] = findings(results, budgets)
+    if config.resamples:
+        for line, held in zip(results["findings"], support(results, budgets, config.resamples, config.seed)):
+            line["support"] = held
+            line["line"] += f" [holds in {held:.0%} of {config.resamples} resamples of the problems]"
     _plot_curves(results, budgets, out)
     results["wall_s"] = time.perf_counter() - start
     (out / "study.json").write_text(json.dumps(results, indent=1) + "\n")
@@ -226,6 +222,57 @@ def run_study(config: StudyConfig, searchers: Searchers | None = None, *, log=pr
         log(line["line"])
     log(f"\nwrote {out / 'study.json'} and its plots in {results['wall_s']:.0f} s")
     return results
+
+
+def _analyse(results: dict, seed: int, groups: torch.Tensor | None = None) -> None:
+    """Fill ``results["oracle"]`` and ``results["predicted"]`` from the problems' difficulty scores
+    and the strategies' per-problem correctness: each problem's bin, every strategy's accuracy
+    per bin and budget, and the compute-optimal curves (two-fold cross validation, folds drawn
+    with ``seed``; ``groups`` as :func:`~ponder.search.compute_optimal.cross_validate` takes it)."""
+    accuracy = {s: {int(b): torch.tensor(r["correct"], dtype=torch.float32) for b, r in per.items()}
+                for s, per in results["strategies"].items()}
+    for kind, key in (("oracle", "oracle_pass1"), ("predicted", "predicted")):
+        scores = torch.tensor([p[key] for p in results["problems"]], dtype=torch.float32)
+        bins = DifficultyBins.fit(scores, BINS).assign(scores)
+        chosen = cross_validate({s: per for s, per in accuracy.items() if s in PRM_STRATEGIES}, bins, BINS,
+                                seed=seed, groups=groups)
+        per_bin = {s: {str(b): [float(acc[bins == k].mean()) if bool((bins == k).any()) else float("nan")
+                                for k in range(BINS)] for b, acc in per.items()} for s, per in accuracy.items()}
+        results[kind] = {"bins": bins.tolist(), "accuracy": per_bin,
+                         "compute_optimal": {str(b): float(acc.mean()) for b, acc in chosen.items()}}
+        splits = {s: per for s, per in accuracy.items() if uses_revision_model(s) and per}
+        if splits:
+            results[kind]["compute_optimal_revisions"] = {
+                str(b): float(acc.mean())
+                for b, acc in cross_validate(splits, bins, BINS, seed=seed, groups=groups).items()}
+
+
+def support(results: dict, budgets: Sequence[int], resamples: int, seed: int = 0) -> list[float]:
+    """Per finding of ``findings(results, budgets)``, the fraction of ``resamples`` (at least 1)
+    bootstrap resamples of the problems on which it passes.
+
+    A resample draws as many problems as the study ran, with replacement, and redoes the
+    whole analysis on them: the quantile bins refitted, the compute-optimal choices
+    cross-validated again (a problem's copies in one fold), every check. A finding that
+    passes by a problem or two holds in about half of them; one that holds in 95 % or more
+    is unlikely to flip on another draw of problems of the same task.
+    """
+    if not isinstance(resamples, int) or resamples < 1:
+        raise ValueError(f"resamples must be a positive int, got {resamples!r}")
+    names = [check["name"] for check in findings(results, budgets)]
+    held = dict.fromkeys(names, 0)
+    count = len(results["problems"])
+    draw = torch.Generator().manual_seed(seed)
+    for _ in range(resamples):
+        picked = torch.randint(count, (count,), generator=draw)
+        rows = picked.tolist()
+        sample = {"problems": [results["problems"][i] for i in rows],
+                  "strategies": {s: {b: {"correct": [r["correct"][i] for i in rows]} for b, r in per.items()}
+                                 for s, per in results["strategies"].items()}}
+        _analyse(sample, seed, groups=picked)
+        for check in findings(sample, budgets):
+            held[check["name"]] += check["pass"]
+    return [held[name] / resamples for name in names]
 
 
 def _overall(results: dict, strategy: str, budget: int) -> float:
