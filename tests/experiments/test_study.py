@@ -177,12 +177,15 @@ def test_interior_ratio_check_takes_the_best_split_of_the_sweep():
     def interior(results):
         return next(c for c in findings(results, (1, 4, 16, 64)) if c["name"].startswith("an interior"))
     check = interior(_synthetic(**curves, revisions=revisions))
-    assert not check["pass"] and check["line"].endswith(
+    # The check is the largest budget's; the line shows every budget, 4's interior split behind.
+    assert check["pass"] and check["line"].endswith(
         "budget 4: best interior split (2 chains of 2) - best of the two ends = -0.100, "
         "budget 16: best interior split (2 chains of 8) - best of the two ends = +0.150, "
         "budget 64: best interior split (4 chains of 16) - best of the two ends = +0.150")
-    revisions["revisions_balanced"][4] = [0.5] * 2 + [0.3] + [0.45] * 2
-    assert interior(_synthetic(**curves, revisions=revisions))["pass"]
+    del revisions["revisions_length_16"]  # at 64 only the balanced split (8 chains of 8) is interior
+    check = interior(_synthetic(**curves, revisions=revisions))
+    assert not check["pass"] and check["line"].endswith(
+        "budget 64: best interior split (8 chains of 8) - best of the two ends = -0.100")
 
 
 def test_compute_optimal_revisions_check_against_all_parallel():

@@ -374,8 +374,12 @@ def findings(results: dict, budgets: Sequence[int]) -> list[dict]:
             inside = {split: a for split, a in hard.items() if 1 < split[1] < b}
             best = max(inside, key=lambda split: (inside[split], -split[1]))
             interior[b] = best, inside[best] - max(hard[b, 1], hard[1, b])
-        check(f"an interior sequential/parallel ratio is best on the harder bins ({BINS - 2}-{BINS - 1})",
-              all(g > 0 for _, g in interior.values()),
+        # The paper finds the ideal ratio "at higher generation budgets" and shows it per bin at
+        # its largest budget (figure 7); at low budgets more sequential revisions tend to win
+        # there too. So the check is at the largest budget; the line gives every budget.
+        largest = max(compared)
+        check(f"an interior sequential/parallel ratio is best on the harder bins ({BINS - 2}-{BINS - 1}) "
+              f"at the largest budget", interior[largest][1] > 0,
               ", ".join(f"budget {b}: best interior split ({c} chains of {n}) - best of the two ends = {g:+.3f}"
                         for b, ((c, n), g) in interior.items()))
     else:
