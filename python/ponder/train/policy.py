@@ -5,10 +5,10 @@ uniformly from :data:`~ponder.tasks.LEVELS`, written as the policy will see it::
 
     <bos>Q: Compute (17 + 8) * 3 - 12.\\nA:\\n17 + 8 = 25\\n25 * 3 = 75\\n75 - 12 = 63\\nAnswer: 63\\n<eos>
 
-with a solution drawn from the task's solution styles (evaluation order, commuted
-operands, regrouping), so that the correct solutions the policy learns vary in form. The
-loss is the cross-entropy of the solution and ``<eos>`` tokens (the prompt is context
-only). Training stops after ``steps`` optimizer steps or ``minutes`` of wall time,
+with a solution in one of :data:`TRAINED_STYLES` (the usual evaluation order, operands
+of ``+`` and ``*`` either way round), so that the correct solutions the policy learns
+vary in form. The loss is the cross-entropy of the solution and ``<eos>`` tokens (the
+prompt is context only). Training stops after ``steps`` optimizer steps or ``minutes`` of wall time,
 whichever comes first; a small model trained for minutes stays imperfect, and more so
 on the harder levels, which is what the search methods need to show their effects.
 
