@@ -23,11 +23,12 @@ against best-of-N's; the same among the revision model's splits (compute-optimal
 revisions, the paper's figure 8) against all-parallel sampling. The findings the paper
 reports are checked and printed as PASS / FAIL lines with their numbers
 (:func:`findings`), each with its support: the share of ``resamples`` bootstrap resamples
-of the problems on which the check passes (:func:`support`). Written into ``out``:
-``study.json`` (everything), ``bins_oracle.png`` / ``bins_predicted.png`` (accuracy against budget per bin of the PRM
-search strategies), ``revisions.png`` (the same for the three revision rows, oracle
-bins), ``revision_ratios.png`` (accuracy against the sequential/parallel ratio: overall
-per budget, and per oracle bin at the largest budget, as the paper's figure 7),
+of the problems on which the check passes (:func:`support`; none for 0 resamples).
+Written into ``out``: ``study.json`` (everything), ``bins_oracle.png`` /
+``bins_predicted.png`` (accuracy against budget per bin of the PRM search strategies),
+``revisions.png`` (the same for the three revision rows, oracle bins),
+``revision_ratios.png`` (accuracy against the sequential/parallel ratio: overall per
+budget, and per oracle bin at the largest budget, as the paper's figure 7),
 ``compute_optimal.png``, ``compute_optimal_revisions.png`` and ``pav.png``.
 
 Problems run in chunks (``chunk`` problems per search) so that the KV caches stay small.

@@ -8,9 +8,10 @@ uniformly from :data:`~ponder.tasks.LEVELS`, written as the policy will see it::
 with a solution in one of :data:`TRAINED_STYLES` (the usual evaluation order, operands
 of ``+`` and ``*`` either way round), so that the correct solutions the policy learns
 vary in form. The loss is the cross-entropy of the solution and ``<eos>`` tokens (the
-prompt is context only). Training stops after ``steps`` optimizer steps or ``minutes`` of wall time,
-whichever comes first; a small model trained for minutes stays imperfect, and more so
-on the harder levels, which is what the search methods need to show their effects.
+prompt is context only). Training stops after ``steps`` optimizer steps or ``minutes``
+of wall time, whichever comes first; a small model trained for minutes stays imperfect,
+and more so on the harder levels, which is what the search methods need to show their
+effects.
 
 :func:`train_policy` returns the model and the loss history; :func:`save_policy` writes a
 Hugging Face checkpoint directory (config.json, model.safetensors, tokenizer.json) that
