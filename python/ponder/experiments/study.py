@@ -260,8 +260,7 @@ def support(results: dict, budgets: Sequence[int], resamples: int, seed: int = 0
     """
     if not isinstance(resamples, int) or resamples < 1:
         raise ValueError(f"resamples must be a positive int, got {resamples!r}")
-    names = [check["name"] for check in findings(results, budgets)]
-    held = dict.fromkeys(names, 0)
+    held = [0] * len(findings(results, budgets))  # the checks come in one order, whatever the data
     count = len(results["problems"])
     draw = torch.Generator().manual_seed(seed)
     for _ in range(resamples):
@@ -271,9 +270,9 @@ def support(results: dict, budgets: Sequence[int], resamples: int, seed: int = 0
                   "strategies": {s: {b: {"correct": [r["correct"][i] for i in rows]} for b, r in per.items()}
                                  for s, per in results["strategies"].items()}}
         _analyse(sample, seed, groups=picked)
-        for check in findings(sample, budgets):
-            held[check["name"]] += check["pass"]
-    return [held[name] / resamples for name in names]
+        for i, check in enumerate(findings(sample, budgets)):
+            held[i] += check["pass"]
+    return [h / resamples for h in held]
 
 
 def _overall(results: dict, strategy: str, budget: int) -> float:
