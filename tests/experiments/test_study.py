@@ -8,8 +8,10 @@ import math
 import pytest
 
 from ponder.cli import main
-from ponder.experiments.study import (PRM_STRATEGIES, STRATEGIES, StudyConfig, _analyse, _budget_to_reach,
-                                     _pairs_ranked, _plan, findings, run_study, support)
+from ponder.experiments.study import (PRM_STRATEGIES, STRATEGIES, StudyConfig, _after_wrong, _analyse,
+                                     _budget_to_reach, _context_line, _pairs_ranked, _plan, _revision_context,
+                                     findings, run_study, support)
+from ponder.search import Candidate
 
 
 def test_study_runs_bins_cross_validates_and_writes_its_files(checkpoints, tmp_path, capsys):
@@ -48,6 +50,12 @@ def test_study_runs_bins_cross_validates_and_writes_its_files(checkpoints, tmp_p
         assert line["line"] in out and line["line"].endswith(f"[holds in {line['support']:.0%} of 20 resamples "
                                                              f"of the problems]")
         assert line["support"] in {k / 20 for k in range(21)}
+    context = results["revision_context"]
+    assert set(context) == {"in_chain", "independent"} and _context_line(context) in out
+    for totals in context.values():  # a right second attempt never repeats a wrong answer
+        assert totals["right"] + totals["repeated"] <= totals["pairs"]
+    # Independent pairs: all-parallel at 2 and 4, one and two per problem.
+    assert context["independent"]["pairs"] <= 10 * (1 + 2)
     ranking = results["prm_ranking"]  # NaN when no problem had both right and wrong samples
     assert (math.isnan(ranking) or 0 <= ranking <= 1) and "PRM ranking: a right solution scores above" in out
     written = json.loads((tmp_path / "s" / "study.json").read_text())
@@ -77,12 +85,42 @@ def test_prm_ranking_counts_right_above_wrong_pairs():
     assert _pairs_ranked([(0.3, True)]) == (0, 0)
 
 
+def _attempts(*answers) -> list[Candidate]:
+    return [Candidate(uid=i, steps=[], answer=a, score=0.5, finished=a is not None) for i, a in enumerate(answers)]
+
+
+def test_after_wrong_pairs_attempts_in_a_chain_or_across_independent_chains():
+    # Two chains of three (answer 7): pairs (5, 5) and (5, 7) in the first, (3, 3) twice in the second.
+    assert _after_wrong(_attempts(5, 5, 7, 3, 3, 3), chains=2, length=3, answer=7) == [4, 1, 3]
+    # No answer is wrong, and repeating it is not repeating a wrong answer.
+    assert _after_wrong(_attempts(None, None, 7), chains=1, length=3, answer=7) == [2, 1, 0]
+    # All parallel: chains 0 and 1, then 2 and 3, are the pairs; a fifth chain has no partner.
+    assert _after_wrong(_attempts(5, 5, 7, 5, 4), chains=5, length=1, answer=7) == [1, 0, 1]
+
+
+def test_revision_context_sums_each_run_once_by_whether_attempts_saw_each_other():
+    runs = {"revisions_parallel": {4: {"after_wrong": [10, 3, 2]}, 16: {"after_wrong": [30, 9, 4]}},
+            "revisions_sequential": {4: {"after_wrong": [5, 1, 4]}},
+            "revisions_length_2": {4: {"after_wrong": [99, 99, 0]}},  # the balanced split's run under a second name
+            "best_of_n_weighted": {4: {"correct": [True]}}}
+    grid = [(4, "best_of_n_weighted"), (4, "revisions_parallel"), (16, "revisions_parallel"),
+            (4, "revisions_sequential")]
+    context = _revision_context(runs, grid)
+    assert context == {"independent": {"pairs": 40, "right": 12, "repeated": 6},
+                       "in_chain": {"pairs": 5, "right": 1, "repeated": 4}}
+    line = _context_line(context)
+    assert "right in 20.0% and repeats the wrong answer in 80.0% of 5 pairs" in line
+    assert "right in 30.0% and gives the same wrong answer in 15.0% of 40 pairs" in line
+    assert _revision_context(runs, grid[:1]) == {}
+    assert "n/a" in _context_line({"in_chain": {"pairs": 0, "right": 0, "repeated": 0},
+                                   "independent": {"pairs": 1, "right": 1, "repeated": 0}})
+
+
 def test_budget_to_reach_interpolates_in_log_budget():
     curve = {1: 0.2, 4: 0.4, 16: 0.6}
     assert _budget_to_reach(curve, 0.1) == 1
     assert math.isclose(_budget_to_reach(curve, 0.5), 8.0)
     assert _budget_to_reach(curve, 0.7) == math.inf
-
 
 
 def _problem_records(correct: dict[str, list[int]], budget: int = 64) -> dict:
@@ -113,6 +151,7 @@ def test_support_is_the_share_of_problem_resamples_where_a_finding_holds():
     assert support(ahead, (64,), resamples=50, seed=1) == held  # the seed fixes the resamples
     with pytest.raises(ValueError, match="resamples must be a positive int, got 0"):
         support(ahead, (64,), resamples=0)
+
 
 def _synthetic(beam, bon, majority, optimal, pav, revisions=None):
     """Results with per-bin accuracies (same at every bin but the revision methods', given

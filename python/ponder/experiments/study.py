@@ -24,6 +24,9 @@ revisions, the paper's figure 8) against all-parallel sampling. The findings the
 reports are checked and printed as PASS / FAIL lines with their numbers
 (:func:`findings`), each with its support: the share of ``resamples`` bootstrap resamples
 of the problems on which the check passes (:func:`support`; none for 0 resamples).
+Whether the revision model uses the attempts it sees is measured on the same runs: after
+a wrong attempt, how often the next one of its chain is right or repeats the wrong answer,
+against two independent attempts of the problem (:func:`_after_wrong`).
 Written into ``out``: ``study.json`` (everything), ``bins_oracle.png`` /
 ``bins_predicted.png`` (accuracy against budget per bin of the PRM search strategies),
 ``revisions.png`` (the same for the three revision rows, oracle bins),
@@ -48,6 +51,7 @@ import torch
 from ponder.experiments import plots
 from ponder.experiments.methods import REVISION_METHODS, REVISION_SWEEP, feasible, revision_split, uses_revision_model
 from ponder.experiments.searchers import Searchers
+from ponder.search import Candidate
 from ponder.search.compute_optimal import DifficultyBins, cross_validate
 from ponder.search.progress import Progress
 from ponder.tasks import Problem, split
@@ -122,6 +126,8 @@ def _run_chunked(searchers: Searchers, strategy: str, budget: int, problems: Seq
     method, pav = STRATEGIES[strategy]
     record = {"correct": [], "pass1": [], "mean_score": [], "ranking": [], "generations": 0.0, "generated_tokens": 0.0,
               "prm_tokens": 0.0, "wall_s": 0.0}  # spend per problem, wall time in all
+    if uses_revision_model(method):
+        record["after_wrong"] = [0, 0, 0]  # summed over problems, see _after_wrong
     for first in range(0, len(problems), config.chunk):
         chunk = problems[first:first + config.chunk]
         key = (budget, pav, first)  # the best-of-N rows of one budget and verifier share their samples
@@ -134,6 +140,9 @@ def _run_chunked(searchers: Searchers, strategy: str, budget: int, problems: Seq
             record["pass1"].append(_mean([c.answer == problem.answer for c in result.candidates]))
             record["mean_score"].append(_mean([c.score for c in result.candidates if c.finished]))
             record["ranking"].append(_pairs_ranked([(c.score, c.answer == problem.answer) for c in result.candidates]))
+            if "after_wrong" in record:
+                counts = _after_wrong(result.candidates, *revision_split(method, budget), problem.answer)
+                record["after_wrong"] = [a + b for a, b in zip(record["after_wrong"], counts)]
         spend = run.result.spend  # a shared best-of-N run's spend counts for each of its rows
         record["generations"] += spend.generations / len(problems)
         record["generated_tokens"] += spend.generated_tokens / len(problems)
@@ -148,6 +157,60 @@ def _pairs_ranked(candidates: list[tuple[float, bool]]) -> tuple[float, int]:
     wrong = [score for score, ok in candidates if not ok]
     above = sum((r > w) + 0.5 * (r == w) for r in right for w in wrong)
     return above, len(right) * len(wrong)
+
+
+def _after_wrong(attempts: Sequence[Candidate], chains: int, length: int, answer) -> list[int]:
+    """``[pairs, right, repeated]`` over pairs of one problem's revision attempts whose first is
+    wrong: how many, how many of their second attempts are right, and how many give the
+    first's (wrong) answer again.
+
+    ``attempts`` are listed chain by chain, each chain's in order. In chains of two
+    attempts or more a pair is an attempt and the next of its chain, which saw it in its
+    prompt; with one attempt per chain (all parallel) it is the attempts of chains ``2j``
+    and ``2j + 1``, independent samples of the same problem. The two tell whether the
+    revision model uses the attempts it sees: a model that ignores them gives both the
+    same rates, one that copies them repeats more, one that revises repeats less.
+    """
+    if length >= 2:
+        pairs = [(attempts[c * length + i], attempts[c * length + i + 1])
+                 for c in range(chains) for i in range(length - 1)]
+    else:
+        pairs = list(zip(attempts[0::2], attempts[1::2]))
+    counts = [0, 0, 0]
+    for first, second in pairs:
+        if first.answer != answer:
+            counts[0] += 1
+            counts[1] += second.answer == answer
+            counts[2] += second.answer is not None and second.answer == first.answer
+    return counts
+
+
+def _revision_context(records: dict[str, dict[int, dict]], grid: Sequence[tuple[int, str]]) -> dict:
+    """The revision model's attempts after a wrong one, summed over the runs of ``grid`` (each
+    split once): ``{"in_chain": {...}, "independent": {...}}``, each ``{"pairs", "right",
+    "repeated"}`` (see :func:`_after_wrong`); empty when no revision split ran."""
+    context: dict[str, dict[str, int]] = {}
+    for budget, strategy in grid:
+        record = records[strategy][budget]
+        if "after_wrong" in record:
+            kind = "in_chain" if revision_split(strategy, budget)[1] >= 2 else "independent"
+            totals = context.setdefault(kind, dict.fromkeys(("pairs", "right", "repeated"), 0))
+            for key, count in zip(totals, record["after_wrong"]):
+                totals[key] += count
+    return context
+
+
+def _context_line(context: dict) -> str:
+    """What :func:`_revision_context`'s totals say, in one line."""
+    def rate(kind: str, key: str) -> str:
+        pairs = context[kind]["pairs"]
+        return f"{context[kind][key] / pairs:.1%}" if pairs else "n/a"
+
+    return (f"Revision model after a wrong attempt: the next attempt of its chain (it sees the wrong one) is right "
+            f"in {rate('in_chain', 'right')} and repeats the wrong answer in {rate('in_chain', 'repeated')} of "
+            f"{context['in_chain']['pairs']} pairs; an independent attempt of the problem is right in "
+            f"{rate('independent', 'right')} and gives the same wrong answer in {rate('independent', 'repeated')} "
+            f"of {context['independent']['pairs']} pairs")
 
 
 def _mean(values) -> float:
@@ -202,6 +265,7 @@ def run_study(config: StudyConfig, searchers: Searchers | None = None, *, log=pr
                "prm_ranking": ranking,
                "strategies": {s: {str(b): {k: v for k, v in r.items() if k not in ("pass1", "mean_score", "ranking")}
                                   for b, r in per.items()} for s, per in records.items()}}
+    results["revision_context"] = _revision_context(records, grid)
     _analyse(results, config.seed)
     for kind in ("oracle", "predicted"):
         _plot_bins({s: a for s, a in results[kind]["accuracy"].items() if s in PRM_STRATEGIES},
@@ -219,6 +283,8 @@ def run_study(config: StudyConfig, searchers: Searchers | None = None, *, log=pr
     (out / "study.json").write_text(json.dumps(results, indent=1) + "\n")
     log(f"PRM ranking: a right solution scores above a wrong one of the same problem in {ranking:.1%} of pairs "
         f"({pairs} pairs, best-of-N at {largest})")
+    if {"in_chain", "independent"} <= set(results["revision_context"]):
+        log(_context_line(results["revision_context"]))
     for line in results["findings"]:
         log(line["line"])
     log(f"\nwrote {out / 'study.json'} and its plots in {results['wall_s']:.0f} s")
