@@ -41,3 +41,11 @@ def test_sampling_uniforms_layout():
     words = philox4x32_10(*(torch.tensor([v]) for v in (1, 2, 1, 0, seed & 0xFFFFFFFF, seed >> 32)))
     assert u[1, 6] == uniform_from_bits(words[2])[0]
     assert len(set(u.flatten().tolist())) == 30  # no repeated streams across rows
+
+
+def test_sampling_uniforms_for_a_range_of_draws_stack_the_single_draws():
+    seeds = torch.tensor([7, -3, 2**40 + 5], dtype=torch.int64)
+    many = sampling_uniforms(seeds, vocab=11, draw=range(3, 9, 2))
+    assert many.shape == (3, 3, 11)
+    for i, draw in enumerate(range(3, 9, 2)):
+        assert torch.equal(many[i], sampling_uniforms(seeds, vocab=11, draw=draw))

@@ -50,8 +50,8 @@ def uniform_from_bits(bits: torch.Tensor) -> torch.Tensor:
     return ((bits >> 8) | 1).to(torch.float32) * 2.0**-24
 
 
-def sampling_uniforms(seeds: torch.Tensor, vocab: int, draw: int) -> torch.Tensor:
-    """The uniforms a sampling op uses for one draw of every row.
+def sampling_uniforms(seeds: torch.Tensor, vocab: int, draw: int | range) -> torch.Tensor:
+    """The uniforms a sampling op uses for one draw of every row, or for a range of draws.
 
     Parameters
     ----------
@@ -59,12 +59,12 @@ def sampling_uniforms(seeds: torch.Tensor, vocab: int, draw: int) -> torch.Tenso
         Per-row 64-bit seeds (the bit pattern is used; negative values are fine).
     vocab : int
         Number of columns V.
-    draw : int
-        Draw index (0 .. num_samples - 1).
+    draw : int or range
+        Draw index (0 .. num_samples - 1), or a range of them.
 
     Returns
     -------
-    float32 [B, V]
+    float32 [B, V] for one draw; float32 [D, B, V] for a range of D draws
     """
     batch = seeds.shape[0]
     device = seeds.device
@@ -74,6 +74,11 @@ def sampling_uniforms(seeds: torch.Tensor, vocab: int, draw: int) -> torch.Tenso
     k0 = (seeds & _MASK32).view(batch, 1)
     k1 = ((seeds >> 32) & _MASK32).view(batch, 1)
     zero = torch.zeros((), dtype=torch.int64, device=device)
-    words = philox4x32_10(c0, zero + draw, row, zero, k0, k1)
-    bits = torch.stack(words, dim=-1).reshape(batch, groups * 4)[:, :vocab]
+    if isinstance(draw, range):  # one counter word per draw, broadcast over [B, groups]
+        c1 = torch.arange(draw.start, draw.stop, draw.step, device=device, dtype=torch.int64).view(-1, 1, 1)
+    else:
+        c1 = zero + draw
+    words = philox4x32_10(c0, c1, row, zero, k0, k1)
+    bits = torch.stack(words, dim=-1)
+    bits = bits.reshape(*bits.shape[:-2], groups * 4)[..., :vocab]
     return uniform_from_bits(bits)

@@ -35,6 +35,7 @@ import torch
 from ponder.reference.philox import sampling_uniforms
 
 _FLOAT32_MAX = torch.finfo(torch.float32).max
+_UNIFORMS_PER_CHUNK = 1 << 20  # draws are made a chunk at a time, about this many uniforms each
 
 
 def clean_logits(logits: torch.Tensor) -> torch.Tensor:
@@ -130,12 +131,13 @@ def sample(
     raw = torch.log_softmax(x, dim=-1)  # NaN on rows with no finite logit
 
     tokens = []
-    for draw in range(num_samples):
-        u = sampling_uniforms(seeds, vocab, draw)
+    per_chunk = max(1, _UNIFORMS_PER_CHUNK // max(batch * vocab, 1))
+    for first in range(0, num_samples, per_chunk):
+        u = sampling_uniforms(seeds, vocab, range(first, min(first + per_chunk, num_samples)))  # [D, B, V]
         key = torch.where(kept, s_rel - torch.log(-torch.log(u)), float("-inf"))
         key = torch.where(greedy, torch.where(kept, 0.0, float("-inf")), key)
-        tokens.append(key.argmax(-1))
-    tok = torch.stack(tokens, dim=-1)
+        tokens.append(key.argmax(-1).T)
+    tok = torch.cat(tokens, dim=-1)
     no_mass = ~kept.any(-1, keepdim=True)
     tok = torch.where(no_mass, 0, tok)
     logprobs = torch.where(no_mass, float("-inf"), log_w.gather(-1, tok) - log_total)
