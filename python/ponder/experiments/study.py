@@ -126,7 +126,8 @@ def _run_chunked(searchers: Searchers, strategy: str, budget: int, problems: Seq
     method, pav = STRATEGIES[strategy]
     record = {"correct": [], "pass1": [], "mean_score": [], "ranking": [], "generations": 0.0, "generated_tokens": 0.0,
               "prm_tokens": 0.0, "wall_s": 0.0}  # spend per problem, wall time in all
-    if uses_revision_model(method):
+    chains_length = revision_split(method, budget) if uses_revision_model(method) else None
+    if chains_length:
         record["after_wrong"] = [0, 0, 0]  # summed over problems, see _after_wrong
     for first in range(0, len(problems), config.chunk):
         chunk = problems[first:first + config.chunk]
@@ -140,8 +141,8 @@ def _run_chunked(searchers: Searchers, strategy: str, budget: int, problems: Seq
             record["pass1"].append(_mean([c.answer == problem.answer for c in result.candidates]))
             record["mean_score"].append(_mean([c.score for c in result.candidates if c.finished]))
             record["ranking"].append(_pairs_ranked([(c.score, c.answer == problem.answer) for c in result.candidates]))
-            if "after_wrong" in record:
-                counts = _after_wrong(result.candidates, *revision_split(method, budget), problem.answer)
+            if chains_length:
+                counts = _after_wrong(result.candidates, *chains_length, problem.answer)
                 record["after_wrong"] = [a + b for a, b in zip(record["after_wrong"], counts)]
         spend = run.result.spend  # a shared best-of-N run's spend counts for each of its rows
         record["generations"] += spend.generations / len(problems)
