@@ -210,6 +210,14 @@ def test_start_frees_its_sequences_when_the_step_fails(models):
         model.start(cache, [[1] * 8, [2] * 8])  # four blocks needed
     assert cache.stats().sequences == 0 and cache.stats().blocks.used == 0
     cache.check_invariants()
+    seqs, _ = model.start(cache, [[1] * 8, [1] * 8, [1] * 8])  # one prompt thrice: two blocks, shared
+    assert cache.stats().blocks.used == 2
+    for seq in seqs:
+        cache.free(seq)
+    with pytest.raises(ValueError, match=r"prompts\[2\]\[0\] = 500 is out of range"):
+        model.start(cache, [[1] * 8, [1] * 8, [500]])
+    assert cache.stats().sequences == 0
+    cache.check_invariants()
 
 
 def test_load_model_is_exported():

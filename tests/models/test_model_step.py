@@ -70,6 +70,31 @@ def test_fork_children_diverge_with_different_token_counts(tracker):
         run.check_kv(seq)
 
 
+def test_a_prompt_given_twice_is_computed_once_and_forked(tracker):
+    run = tracker("llama_gqa")
+    a, b = tokens(10, 40), tokens(6, 41)  # 10 tokens: two full blocks and a half-full one
+    seqs = run.start([a, b, a, a])  # each row's logits checked against transformers
+    assert len(set(seqs)) == 4
+    assert run.cache.stats().blocks.used == 3 + 2  # the copies of ``a`` hold its blocks, no new ones
+    assert [run.cache.block_table(s) for s in seqs[2:]] == [run.cache.block_table(seqs[0])] * 2
+    run.step(seqs, [[1], [2], tokens(3, 42), [1]])  # the copies diverge: copy-on-write of the half-full block
+    assert len({run.cache.block_table(s)[2] for s in (seqs[0], seqs[2], seqs[3])}) == 3
+    for seq in seqs:
+        run.check_kv(seq)
+    run.free(seqs[0])  # the first of the copies goes; the others keep its blocks
+    run.step(seqs[1:], [[3], [4], [5]])
+    for seq in seqs[1:]:
+        run.check_kv(seq)
+
+
+def test_a_repeated_prompt_counts_its_tokens_once(models):
+    model, _ = models("llama")
+    cache = model.new_cache(num_blocks=16, block_size=4)
+    _, out = model.start(cache, [[1, 2, 3], [1, 2, 3], [4, 5], [1, 2, 3]])
+    assert out.num_tokens == 5 and out.logits.shape == (4, model.config.vocab_size)
+    assert torch.equal(out.logits[0], out.logits[1]) and torch.equal(out.logits[0], out.logits[3])
+
+
 def test_copy_on_write_keeps_the_parent_intact(tracker):
     run = tracker("llama")
     parent, = run.start([tokens(6, 14)])

@@ -317,34 +317,52 @@ class CausalLM(nn.Module):
         """Start one sequence per prompt and run the prompts through the model in one step.
 
         Each prompt's prefix already in the cache's prefix cache (whole blocks) is
-        reused, and only the remainder is computed.
+        reused, and only the remainder is computed. A prompt given more than once (the
+        chains of one question in revisions, or that question for the verifier of each
+        chain) is computed once: its later sequences are forks of its first one.
 
         Returns
         -------
         (seq_ids, out): the new sequences, and ``out.logits`` float32 [len(prompts), vocab_size],
         the logits after each prompt's last token (None without an LM head); with
         ``hidden=True`` also ``out.hidden`` [len(prompts), hidden_size], the final hidden
-        states there.
+        states there. ``out.num_tokens`` counts each distinct prompt's tokens once.
 
         On failure the new sequences are freed again and the error re-raised.
         """
         self._pack("prompts", prompts)  # validate before touching the cache
-        prompts = [[int(t) for t in p] for p in prompts]  # plain ints: the prefix cache hashes them
-        cache.check_prompts_fit(prompts)  # OutOfBlocks before any cached block is taken
-        seq_ids: list[int] = []
+        prompts = [tuple(int(t) for t in p) for p in prompts]  # plain ints: the prefix cache hashes them
+        row_of: dict[tuple[int, ...], int] = {}
+        rows = [row_of.setdefault(prompt, len(row_of)) for prompt in prompts]  # a prompt's distinct-prompt row
+        distinct = list(row_of)
+        cache.check_prompts_fit(distinct)  # OutOfBlocks before any cached block is taken; forks take none
+        computed: list[int] = []
+        forks: list[int] = []
         try:
             remainders = []
-            for prompt in prompts:
+            for prompt in distinct:
                 seq_id, cached = cache.add_sequence(prompt)
-                seq_ids.append(seq_id)
-                remainders.append(prompt[cached:])
+                computed.append(seq_id)
+                remainders.append(list(prompt[cached:]))
             last_rows = torch.tensor(list(accumulate(len(r) for r in remainders)), dtype=torch.int64) - 1
-            out = self.step(cache, seq_ids, remainders, logit_rows=last_rows if self.has_lm_head else None,
+            out = self.step(cache, computed, remainders, logit_rows=last_rows if self.has_lm_head else None,
                             hidden_rows=last_rows if hidden else None)
+            seq_ids, taken = [], set()
+            for row in rows:
+                if row in taken:
+                    forks.append(cache.fork(computed[row], 1)[0])
+                    seq_ids.append(forks[-1])
+                else:
+                    taken.add(row)
+                    seq_ids.append(computed[row])
         except BaseException:
-            for seq_id in seq_ids:
+            for seq_id in computed + forks:
                 cache.free(seq_id)
             raise
+        if len(distinct) < len(prompts):
+            index = torch.tensor(rows)
+            out = StepOutput(None if out.logits is None else out.logits[index],
+                             None if out.hidden is None else out.hidden[index], out.num_tokens)
         return seq_ids, out
 
     def _forward_paged(self, tokens: torch.Tensor, cache: KVCache, plan, linear: Linear) -> torch.Tensor:
