@@ -96,7 +96,8 @@ def _study(args: argparse.Namespace) -> None:
 
     run_study(StudyConfig(problems=args.problems, budgets=tuple(args.budgets), strategies=tuple(args.strategies),
                           pav_alpha=args.pav_alpha, seed=args.seed, resamples=args.resamples, policy=args.policy,
-                          prm=args.prm, prover=args.prover, revision=args.revision, out=args.out))
+                          prm=args.prm, prover=args.prover, revision=args.revision, out=args.out,
+                          resume=args.resume))
 
 
 def _train_policy(args: argparse.Namespace) -> None:
@@ -196,6 +197,9 @@ def main(argv: list[str] | None = None) -> None:
     study.add_argument("--prover", default=None, help="prover PRM checkpoint directory (default: built-in)")
     study.add_argument("--revision", default=None, help="revision model checkpoint directory (default: built-in)")
     study.add_argument("--out", default=StudyConfig.out, help=f"output directory (default ./{StudyConfig.out})")
+    study.add_argument("--resume", action="store_true",
+                       help="reuse the runs a stopped or smaller study with the same settings and checkpoints "
+                            "finished in --out (OUT/runs)")
     study.set_defaults(run=_study)
     sampling = commands.add_parser("sampling", help="show fused sampling at work")
     sampling.add_argument("--batch", type=int, default=64, help="rows in the speed run (default 64)")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 
 import pytest
 
@@ -63,6 +64,46 @@ def test_study_runs_bins_cross_validates_and_writes_its_files(checkpoints, tmp_p
     for picture in ("bins_oracle.png", "bins_predicted.png", "revisions.png", "revision_ratios.png",
                     "compute_optimal.png", "compute_optimal_revisions.png", "pav.png"):
         assert (tmp_path / "s" / picture).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_study_resumes_from_the_chunks_it_wrote(checkpoints, tmp_path):
+    policy, prm = checkpoints
+    settings = dict(budgets=(1, 2), chunk=5, policy=str(policy), prm=str(prm), resamples=0, out=str(tmp_path / "s"))
+    quiet = dict(log=lambda line: None)
+    first = run_study(StudyConfig(problems=10, strategies=("best_of_n_weighted",), **settings), **quiet)
+    runs = tmp_path / "s" / "runs"
+    assert sorted(p.name for p in runs.iterdir()) == ["best_of_n_weighted@1", "best_of_n_weighted@2"]
+    assert sorted(p.name for p in (runs / "best_of_n_weighted@2").iterdir()) == ["0.json", "5.json"]
+    assert first["chunks_read_back"] == {}
+    # More problems and another strategy: the first two chunks of each budget are read back.
+    lines = []
+    more = run_study(StudyConfig(problems=15, strategies=("best_of_n_weighted", "majority"), resume=True,
+                                 **settings), log=lines.append)
+    assert more["chunks_read_back"] == {"best_of_n_weighted@1": 2, "best_of_n_weighted@2": 2}
+    assert sum(line.endswith("(2 of 3 chunks read back)") for line in lines) == 2
+    for budget in ("1", "2"):
+        old, new = first["strategies"]["best_of_n_weighted"][budget], more["strategies"]["best_of_n_weighted"][budget]
+        assert new["correct"][:10] == old["correct"] and len(new["correct"]) == 15
+        assert new["generations"] == pytest.approx(float(budget))  # spend per problem, over all 15
+    # A study read wholly from the chunks of one run equals that run.
+    again = run_study(StudyConfig(problems=15, strategies=("best_of_n_weighted", "majority"), resume=True,
+                                  **settings), **quiet)
+    assert sum(again["chunks_read_back"].values()) == 12
+    assert again["strategies"] == more["strategies"] and again["findings"] == more["findings"]
+    # Another seed, or a PRM directory that differs in one byte, makes the stored chunks stale.
+    other_seed = run_study(StudyConfig(problems=10, strategies=("best_of_n_weighted",), resume=True, seed=1,
+                                       **settings), **quiet)
+    assert other_seed["chunks_read_back"] == {}
+    changed = tmp_path / "prm-copy"
+    shutil.copytree(prm, changed)
+    (changed / "config.json").write_text((changed / "config.json").read_text() + "\n")
+    changed_prm = run_study(StudyConfig(problems=10, strategies=("best_of_n_weighted",), resume=True,
+                                        **{**settings, "prm": str(changed)}), **quiet)
+    assert changed_prm["chunks_read_back"] == {}
+    (runs / "majority@1" / "5.json").write_text('{"key": ')  # as a crashed writer would leave it, were it not atomic
+    with pytest.raises(ValueError, match=r"5.json is not a chunk's record .*delete it to run that chunk again"):
+        run_study(StudyConfig(problems=10, strategies=("best_of_n_weighted", "majority"), resume=True, **settings),
+                  **quiet)
 
 
 def test_plan_runs_each_revision_split_once_per_budget():

@@ -9,6 +9,7 @@ from prefixes another left in a cache, and the runs' spends compare.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +22,7 @@ from ponder.prm import ProgressScorer
 from ponder.search import PRMVerifier, Sampling, SearchResult
 from ponder.tasks import ArithmeticTask, Problem
 
-__all__ = ["Searchers", "KV_TOKENS_PER_GENERATION", "solution_tokens"]
+__all__ = ["Searchers", "KV_TOKENS_PER_GENERATION", "solution_tokens", "fingerprint"]
 
 KV_TOKENS_PER_GENERATION = 192
 """KV room per generation of the budget: a solution is about 50 tokens, but every tree
@@ -32,7 +33,8 @@ of its own."""
 @dataclass
 class Searchers:
     """The policy (with its tokenizer), the PRM, optionally the prover PRM and the revision
-    model (which shares the policy's tokenizer); ``names`` says where each came from."""
+    model (which shares the policy's tokenizer); ``names`` says where each came from, and
+    ``fingerprints`` (when loaded from directories) what each directory held (:func:`fingerprint`)."""
 
     model: ponder.models.CausalLM
     tokenizer: object
@@ -40,24 +42,27 @@ class Searchers:
     prover: ponder.prm.PRM | None = None
     reviser: ponder.models.CausalLM | None = None
     names: dict = field(default_factory=dict)
+    fingerprints: dict = field(default_factory=dict)
 
     @classmethod
     def load(cls, policy: str | None = None, prm: str | None = None, prover: str | None = None,
              revision: str | None = None, *, with_prover: bool = False, with_revision: bool = False) -> "Searchers":
         """Load checkpoint directories (None: the shipped ones); the prover only ``with_prover``,
         the revision model only ``with_revision``."""
-        policy_path = Path(policy) if policy else checkpoint("policy")
-        prm_path = Path(prm) if prm else checkpoint("prm")
+        paths = {"policy": Path(policy) if policy else checkpoint("policy"),
+                 "prm": Path(prm) if prm else checkpoint("prm")}
         names = {"policy": str(policy or "built-in"), "prm": str(prm or "built-in")}
         prover_prm = reviser = None
         if with_prover:
-            prover_prm = ponder.load_prm(Path(prover) if prover else checkpoint("prover"))
+            paths["prover"] = Path(prover) if prover else checkpoint("prover")
+            prover_prm = ponder.load_prm(paths["prover"])
             names["prover"] = str(prover or "built-in")
         if with_revision:
-            reviser = ponder.load_model(Path(revision) if revision else checkpoint("revision"))
+            paths["revision"] = Path(revision) if revision else checkpoint("revision")
+            reviser = ponder.load_model(paths["revision"])
             names["revision"] = str(revision or "built-in")
-        return cls(ponder.load_model(policy_path), load_tokenizer(policy_path), ponder.load_prm(prm_path),
-                   prover_prm, reviser, names)
+        return cls(ponder.load_model(paths["policy"]), load_tokenizer(paths["policy"]), ponder.load_prm(paths["prm"]),
+                   prover_prm, reviser, names, {name: fingerprint(path) for name, path in paths.items()})
 
     def verifier(self, tokens: int, *, aggregate: str = "last", pav_alpha: float | None = None) -> PRMVerifier:
         """A PRM verifier with KV room for ``tokens``; with ``pav_alpha``, PAV's ``Q + alpha * A``
@@ -94,3 +99,13 @@ def solution_tokens(tokenizer, problems: Sequence[Problem]) -> int:
     lengths = [len(tokenizer.encode(task.format_solution(p.steps), add_special_tokens=False).ids) + 1
                for p in problems]
     return round(sum(lengths) / len(lengths))
+
+
+def fingerprint(directory: str | Path) -> str:
+    """The SHA-256 of a checkpoint directory's files (names and contents; its top level, as a
+    checkpoint is laid out), so that two runs can tell whether they used the same model."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in Path(directory).iterdir() if p.is_file()):
+        digest.update(path.name.encode() + b"\0")
+        digest.update(hashlib.sha256(path.read_bytes()).digest())
+    return digest.hexdigest()

@@ -27,6 +27,16 @@ of the problems on which the check passes (:func:`support`; none for 0 resamples
 Whether the revision model uses the attempts it sees is measured on the same runs: after
 a wrong attempt, how often the next one of its chain is right or repeats the wrong answer,
 against two independent attempts of the problem (:func:`_after_wrong`).
+Each chunk a strategy finishes at a budget is written at once to
+``out/runs/<strategy>@<budget>/<first problem>.json`` with what it depends on: its
+problems, the seed, the PAV weight, ponder's version and a fingerprint of every
+checkpoint it used. With ``resume``, a chunk whose file holds the same is read back
+instead of run again. A chunk's result does not depend on the rest of the study (its
+seed is the study's plus its first problem's index, and a split of ``n`` problems is the
+first ``n`` of a larger one), so a long study stopped part-way, or extended by
+strategies, budgets or problems, redoes only what is missing, and a smaller study is a
+read of a larger one's first chunks. ponder's own code is not in the fingerprint:
+resume with the code that wrote the chunks.
 Written into ``out``: ``study.json`` (everything), ``bins_oracle.png`` /
 ``bins_predicted.png`` (accuracy against budget per bin of the PRM search strategies),
 ``revisions.png`` (the same for the three revision rows, oracle bins),
@@ -48,6 +58,7 @@ from pathlib import Path
 
 import torch
 
+import ponder
 from ponder.experiments import plots
 from ponder.experiments.methods import REVISION_METHODS, REVISION_SWEEP, feasible, revision_split, uses_revision_model
 from ponder.experiments.searchers import Searchers
@@ -91,6 +102,7 @@ class StudyConfig:
     revision: str | None = None
     resamples: int = 1000
     out: str = "ponder-study"
+    resume: bool = False  # read back the chunks in out/runs made with the same settings and checkpoints
 
 
 def _plan(strategies: Sequence[str], budgets: Sequence[int]) -> tuple[list[tuple[int, str]], dict]:
@@ -113,6 +125,41 @@ def _plan(strategies: Sequence[str], budgets: Sequence[int]) -> tuple[list[tuple
     return grid, same_run
 
 
+RUNS = "runs"
+"""The folder of ``out`` that holds one JSON file per finished chunk (see the module docstring)."""
+
+
+def _run_key(strategy: str, budget: int, config: StudyConfig, fingerprints: dict) -> dict | None:
+    """What a strategy's chunks at ``budget`` depend on, but for their problems; None when a
+    model it uses has no fingerprint."""
+    method, pav = STRATEGIES[strategy]
+    models = ["policy", "prm"] + (["prover"] if pav else []) + (["revision"] if uses_revision_model(method) else [])
+    if any(model not in fingerprints for model in models):
+        return None
+    return {"strategy": strategy, "budget": budget, "seed": config.seed,
+            "pav_alpha": config.pav_alpha if pav else None, "ponder": ponder.__version__,
+            "models": {model: fingerprints[model] for model in models}}
+
+
+def _store_part(path: Path, key: dict, part: dict) -> None:
+    """Write a finished chunk's part with its key; whole or not at all (a stopped study leaves no half file)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(json.dumps({"key": key, "part": part}) + "\n")
+    partial.replace(path)
+
+
+def _stored_part(path: Path, key: dict) -> dict | None:
+    """The chunk's part stored at ``path`` if it was made with ``key``, else None."""
+    if not path.is_file():
+        return None
+    try:
+        stored = json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path} is not a chunk's record ({error}); delete it to run that chunk again") from None
+    return stored["part"] if stored.get("key") == key else None
+
+
 def _revision_splits(accuracy: dict, budget: int) -> dict[tuple[int, int], str]:
     """``{(chains, length): strategy}`` of the revision strategies in ``accuracy`` (per-bin
     accuracies by strategy and budget) run at ``budget``."""
@@ -121,35 +168,62 @@ def _revision_splits(accuracy: dict, budget: int) -> dict[tuple[int, int], str]:
 
 
 def _run_chunked(searchers: Searchers, strategy: str, budget: int, problems: Sequence[Problem], config: StudyConfig,
-                 shared: dict) -> dict:
-    """One strategy at one budget over every problem, chunk by chunk: correctness, scores, spend."""
-    method, pav = STRATEGIES[strategy]
+                 shared: dict, key: dict | None) -> tuple[dict, int]:
+    """One strategy at one budget over every problem, chunk by chunk: correctness, scores, spend.
+
+    Each chunk is stored under ``key`` in ``config.out`` (with ``resume``, read back when
+    stored); returns the record and how many chunks were read back.
+    """
     record = {"correct": [], "pass1": [], "mean_score": [], "ranking": [], "generations": 0.0, "generated_tokens": 0.0,
               "prm_tokens": 0.0, "wall_s": 0.0}  # spend per problem, wall time in all
-    chains_length = revision_split(method, budget) if uses_revision_model(method) else None
-    if chains_length:
-        record["after_wrong"] = [0, 0, 0]  # summed over problems, see _after_wrong
+    read_back = 0
     for first in range(0, len(problems), config.chunk):
         chunk = problems[first:first + config.chunk]
-        key = (budget, pav, first)  # the best-of-N rows of one budget and verifier share their samples
-        run = searchers.run(method, budget, chunk, seed=config.seed + first,
-                            pav_alpha=config.pav_alpha if pav else None, best_of_n_result=shared.get(key))
-        if run.result.method == "best_of_n":
-            shared[key] = run.result
-        record["correct"] += [answer == p.answer for answer, p in zip(run.answers, chunk)]
-        for result, problem in zip(run.result.results, chunk):
-            record["pass1"].append(_mean([c.answer == problem.answer for c in result.candidates]))
-            record["mean_score"].append(_mean([c.score for c in result.candidates if c.finished]))
-            record["ranking"].append(_pairs_ranked([(c.score, c.answer == problem.answer) for c in result.candidates]))
-            if chains_length:
-                counts = _after_wrong(result.candidates, *chains_length, problem.answer)
-                record["after_wrong"] = [a + b for a, b in zip(record["after_wrong"], counts)]
-        spend = run.result.spend  # a shared best-of-N run's spend counts for each of its rows
-        record["generations"] += spend.generations / len(problems)
-        record["generated_tokens"] += spend.generated_tokens / len(problems)
-        record["prm_tokens"] += spend.prm_tokens / len(problems)
-        record["wall_s"] += spend.wall_s
-    return record
+        chunk_key = None if key is None else {**key, "first": first, "problems": len(chunk)}
+        path = Path(config.out) / RUNS / f"{strategy}@{budget}" / f"{first}.json"
+        part = _stored_part(path, chunk_key) if config.resume else None
+        if part is None:
+            part = _run_chunk(searchers, strategy, budget, chunk, config.seed + first, config, shared)
+            if chunk_key is not None:
+                _store_part(path, chunk_key, part)
+        else:
+            read_back += 1
+        for name in ("correct", "pass1", "mean_score", "ranking"):
+            record[name] += part[name]
+        if "after_wrong" in part:
+            record["after_wrong"] = [a + b for a, b in zip(record.get("after_wrong", [0, 0, 0]), part["after_wrong"])]
+        for name in ("generations", "generated_tokens", "prm_tokens"):
+            record[name] += part[name] / len(problems)
+        record["wall_s"] += part["wall_s"]
+    return record, read_back
+
+
+def _run_chunk(searchers: Searchers, strategy: str, budget: int, chunk: Sequence[Problem], seed: int,
+               config: StudyConfig, shared: dict) -> dict:
+    """One strategy at one budget on one chunk: per problem, correctness, pass@1 and mean
+    score of the candidates, and their ranking (and for revisions the after-wrong counts,
+    summed); the chunk's spend, summed."""
+    method, pav = STRATEGIES[strategy]
+    key = (budget, pav, seed)  # the best-of-N rows of one budget and verifier share their samples
+    run = searchers.run(method, budget, chunk, seed=seed, pav_alpha=config.pav_alpha if pav else None,
+                        best_of_n_result=shared.get(key))
+    if run.result.method == "best_of_n":
+        shared[key] = run.result
+    spend = run.result.spend  # a shared best-of-N run's spend counts for each of its rows
+    part = {"correct": [answer == p.answer for answer, p in zip(run.answers, chunk)],
+            "pass1": [_mean([c.answer == p.answer for c in result.candidates])
+                      for result, p in zip(run.result.results, chunk)],
+            "mean_score": [_mean([c.score for c in result.candidates if c.finished]) for result in run.result.results],
+            "ranking": [_pairs_ranked([(c.score, c.answer == p.answer) for c in result.candidates])
+                        for result, p in zip(run.result.results, chunk)],
+            "generations": spend.generations, "generated_tokens": spend.generated_tokens,
+            "prm_tokens": spend.prm_tokens, "wall_s": spend.wall_s}
+    if uses_revision_model(method):
+        chains_length = revision_split(method, budget)
+        counts = [_after_wrong(result.candidates, *chains_length, p.answer)
+                  for result, p in zip(run.result.results, chunk)]
+        part["after_wrong"] = [sum(column) for column in zip(*counts)]
+    return part
 
 
 def _pairs_ranked(candidates: list[tuple[float, bool]]) -> tuple[float, int]:
@@ -242,12 +316,22 @@ def run_study(config: StudyConfig, searchers: Searchers | None = None, *, log=pr
     bar = Progress("study", progress)
     records: dict[str, dict[int, dict]] = {s: {} for s in config.strategies}
     shared: dict = {}
+    reused = {}  # "strategy@budget" -> chunks read back
     start = time.perf_counter()
     for i, (budget, strategy) in enumerate(grid):
+        key = _run_key(strategy, budget, config, searchers.fingerprints)
+        if config.resume and key is None:
+            raise ValueError(f"resume needs the checkpoints' fingerprints, and {strategy} at {budget} uses a model "
+                             f"that was not loaded from a directory (Searchers.load)")
         bar.update(i, len(grid), running=f"{strategy}@{budget}")
-        records[strategy][budget] = _run_chunked(searchers, strategy, budget, problems, config, shared)
+        record, read_back = _run_chunked(searchers, strategy, budget, problems, config, shared, key)
         bar.clear()
-        log(f"{strategy:<24} {budget:>4}  accuracy {_mean(records[strategy][budget]['correct']):.3f}")
+        records[strategy][budget] = record
+        chunks = -(-len(problems) // config.chunk)
+        if read_back:
+            reused[f"{strategy}@{budget}"] = read_back
+        log(f"{strategy:<24} {budget:>4}  accuracy {_mean(record['correct']):.3f}"
+            + (f"  ({read_back} of {chunks} chunks read back)" if read_back else ""))
     for (strategy, budget), ran in same_run.items():
         records[strategy][budget] = records[ran][budget]
     largest = max(b for b in budgets if "best_of_n_weighted" in records and b in records["best_of_n_weighted"]) \
@@ -259,7 +343,7 @@ def run_study(config: StudyConfig, searchers: Searchers | None = None, *, log=pr
     ranking = sum(above for above, _ in samples["ranking"]) / pairs if pairs else float("nan")
     oracle = torch.tensor(samples["pass1"], dtype=torch.float32)
     predicted = torch.nan_to_num(torch.tensor(samples["mean_score"], dtype=torch.float32), nan=0.0)
-    results = {"config": asdict(config), "checkpoints": searchers.names, "wall_s": 0.0,
+    results = {"config": asdict(config), "checkpoints": searchers.names, "wall_s": 0.0, "chunks_read_back": reused,
                "problems": [{"prompt": p.prompt, "answer": p.answer, "level": p.difficulty.level,
                              "oracle_pass1": float(o), "predicted": float(s)}
                             for p, o, s in zip(problems, oracle, predicted)],
@@ -463,7 +547,8 @@ def _plot_bins(accuracy: dict, path: Path, title: str) -> None:
         plots.plot_curves(ax, {s: {int(b): acc[k] for b, acc in per.items()} for s, per in accuracy.items()},
                           f"bin {k}{label}")
     axes[0].set_ylabel("accuracy")
-    axes[-1].legend(fontsize=7)
+    if accuracy:  # a study without these strategies still draws the (empty) panels
+        axes[-1].legend(fontsize=7)
     fig.suptitle(title, fontsize=10)
     plots.save(fig, path)
 
