@@ -1,10 +1,9 @@
 #!/usr/bin/env bash
-# Proves, without a GPU, that ponder's CUDA code builds:
-#  (a) every csrc/**/*.cu compiles with nvcc for sm_80 and sm_90a, warnings as errors
-#      (nvcc's, the host compiler's, and ptxas register spills in the kernels);
-#  (b) ponder._C builds with PONDER_CUDA=ON against torch 2.14.1's CUDA build, in a venv of
-#      its own (.venv-cuda) and a build dir of its own (build/cuda), and, imported from
-#      outside the source tree, has its CUDA kernels registered.
+# Proves, without a GPU, that ponder's CUDA code builds: ponder._C builds with PONDER_CUDA=ON
+# against torch 2.14.1's CUDA build, every csrc/**/*.cu for sm_80 and sm_90a with warnings
+# as errors (PONDER_CUDA_WERROR: nvcc's, the host compiler's, and ptxas register spills), in a
+# venv of its own (.venv-cuda) and a build dir of its own (build/cuda); imported from
+# outside the source tree, it has its CUDA kernels registered.
 # Needs nvcc (CUDA 13) on PATH. Idempotent: a second run reuses the venv and the build dir.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,7 +12,6 @@ repo=$(pwd)
 venv=.venv-cuda
 build_dir=build/cuda
 export TORCH_CUDA_ARCH_LIST="8.0;9.0a"  # torch's CMake takes the archs from here, not CMAKE_CUDA_ARCHITECTURES
-nvcc_archs=(-gencode arch=compute_80,code=sm_80 -gencode arch=compute_90a,code=sm_90a)
 
 step() { echo "== [$((SECONDS))s] $*"; }
 
@@ -26,23 +24,10 @@ step "venv $venv with torch 2.14.1 (CUDA build)"
 python="$repo/$venv/bin/python"
 "$python" -m pip install -q torch==2.14.1 numpy scikit-build-core pybind11 ninja "cmake>=3.30"
 site=$("$python" -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")
-torch_dir="$site/torch"
 "$python" -c "import torch; assert torch.version.cuda, 'torch ' + torch.__version__ + ' is not a CUDA build'"
 
-step "(a) nvcc: every csrc/**/*.cu for sm_80 and sm_90a"
-objects="$build_dir/nvcc-check"
-mkdir -p "$objects"
-mapfile -t sources < <(find csrc -name '*.cu' | sort)
-for source in "${sources[@]}"; do  # --threads 2: the two architectures side by side
-  echo "   $source"
-  nvcc -std=c++20 -O3 "${nvcc_archs[@]}" --threads 2 \
-    -Icsrc -Icsrc/include -isystem "$torch_dir/include" -isystem "$torch_dir/include/torch/csrc/api/include" \
-    -DPONDER_WITH_CUDA -Werror all-warnings -Xcompiler=-Wall,-Wextra,-Werror -Xptxas=-warn-spills \
-    -c "$source" -o "$objects/$(basename "$source").o"
-done
-
-step "(b) pip install ponder with PONDER_CUDA=ON (build dir $build_dir)"
-build_args=(-C "build-dir=$build_dir" -C cmake.define.PONDER_CUDA=ON)
+step "pip install ponder with PONDER_CUDA=ON and PONDER_CUDA_WERROR=ON (build dir $build_dir)"
+build_args=(-C "build-dir=$build_dir" -C cmake.define.PONDER_CUDA=ON -C cmake.define.PONDER_CUDA_WERROR=ON)
 # A toolkit without nvrtc (a slim install): link the nvrtc that torch's CUDA wheels ship.
 if ! compgen -G "$toolkit/lib64/libnvrtc.so*" >/dev/null; then
   nvrtc=$(compgen -G "$site/nvidia/cu*/lib/libnvrtc.so.*" | head -n 1) ||
@@ -50,6 +35,13 @@ if ! compgen -G "$toolkit/lib64/libnvrtc.so*" >/dev/null; then
   build_args+=(-C "cmake.define.CUDA_nvrtc_LIBRARY=$nvrtc")
 fi
 "$python" -m pip install -q --no-build-isolation --no-deps "${build_args[@]}" .
+mapfile -t sources < <(find csrc -name '*.cu' | sort)
+for source in "${sources[@]}"; do  # each kernel file built, strictly, for both architectures
+  grep -q -- "$source" "$build_dir/build.ninja" || { echo "$source is not in the CUDA build" >&2; exit 1; }
+done
+for flag in --Werror=all-warnings -Xptxas=-warn-spills arch=compute_80,code=sm_80 arch=compute_90a,code=sm_90a; do
+  grep -q -- "$flag" "$build_dir/build.ninja" || { echo "the CUDA build lacks $flag" >&2; exit 1; }
+done
 
 step "import from outside the source tree"
 cd "$(mktemp -d)"
