@@ -39,7 +39,7 @@ mapfile -t sources < <(find csrc -name '*.cu' | sort)
 for source in "${sources[@]}"; do  # each kernel file built, strictly, for both architectures
   grep -q -- "$source" "$build_dir/build.ninja" || { echo "$source is not in the CUDA build" >&2; exit 1; }
 done
-for flag in --Werror=all-warnings -Xptxas=-warn-spills arch=compute_80,code=sm_80 arch=compute_90a,code=sm_90a; do
+for flag in --Werror=all-warnings -Xcompiler=-Werror -Xptxas=-warn-spills arch=compute_80,code=sm_80 arch=compute_90a,code=sm_90a; do
   grep -q -- "$flag" "$build_dir/build.ninja" || { echo "the CUDA build lacks $flag" >&2; exit 1; }
 done
 
