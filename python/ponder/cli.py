@@ -103,9 +103,9 @@ def _study(args: argparse.Namespace) -> None:
 def _train_policy(args: argparse.Namespace) -> None:
     from ponder.train import PolicyTrainConfig, save_policy, train_policy
 
-    config = PolicyTrainConfig(steps=args.steps, minutes=args.minutes, train_problems=args.train_problems,
+    config = PolicyTrainConfig(steps=args.steps, minutes=args.minutes, lr=args.lr, train_problems=args.train_problems,
                                seed=args.seed)
-    model, losses = train_policy(config, log=print)
+    model, losses = train_policy(config, log=print, init=args.init)
     path = save_policy(model, args.out, config)
     print(f"trained {len(losses)} steps (final loss {losses[-1]:.4f}); checkpoint in {path}")
 
@@ -131,7 +131,7 @@ def _train_prm(args: argparse.Namespace) -> None:
             prm_training.save_labels(labeled, args.labels)
     config = prm_training.PRMTrainConfig(best_of=args.prover_best_of, epochs=args.epochs, minutes=args.minutes,
                                          seed=args.seed)
-    prm, losses = prm_training.train_prm(args.policy, labeled, config, log=print)
+    prm, losses = prm_training.train_prm(args.init or args.policy, labeled, config, log=print)
     path = prm_training.save_prm(prm, args.out, config, rollouts)
     print(f"trained {len(losses)} steps (final bce {losses[-1]:.4f}); checkpoint in {path}")
 
@@ -215,13 +215,19 @@ def main(argv: list[str] | None = None) -> None:
                         help=f"optimizer steps (default {PolicyTrainConfig.steps})")
     policy.add_argument("--minutes", type=float, default=PolicyTrainConfig.minutes,
                         help=f"wall-time limit, a safety stop (default {PolicyTrainConfig.minutes:g})")
+    policy.add_argument("--lr", type=float, default=PolicyTrainConfig.lr,
+                        help=f"peak learning rate (default {PolicyTrainConfig.lr:g})")
+    policy.add_argument("--init", default=None, help="a checkpoint directory to train on from (default: "
+                                                     "from scratch, in the shape of the built-in policy)")
     policy.add_argument("--train-problems", type=int, default=None,
                         help="train on the first N problems of the training split (default: all)")
     policy.add_argument("--seed", type=int, default=0)
     policy.set_defaults(run=_train_policy)
     prm = models.add_parser("prm", help="a PRM on Monte-Carlo roll-out values of a trained policy")
-    prm.add_argument("--policy", required=True, help="the policy checkpoint directory (rolled out, and the PRM's "
-                                                     "starting weights)")
+    prm.add_argument("--policy", required=True, help="the policy checkpoint directory (rolled out, and by default "
+                                                     "the PRM's starting weights)")
+    prm.add_argument("--init", default=None, help="the PRM's starting weights, an LM of the policy's tokenizer "
+                                                  "(default: the policy; see `ponder train policy --init`)")
     prm.add_argument("--out", required=True, help="checkpoint directory to write")
     prm.add_argument("--labels", default=None, help="JSONL of roll-out labels: read if it exists, else written "
                                                     "(so a prover PRM can reuse the policy PRM's roll-outs)")

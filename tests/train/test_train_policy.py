@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import pytest
 import torch
 
 import ponder
@@ -45,3 +46,34 @@ def test_cli_trains_and_writes_a_checkpoint(tmp_path, capsys):
     main(["train", "policy", "--out", str(tmp_path / "p"), "--steps", "2", "--minutes", "1", "--train-problems", "50"])
     assert "trained 2 steps" in capsys.readouterr().out
     assert ponder.load_model(tmp_path / "p").config.vocab_size == task_tokenizer.build_tokenizer().get_vocab_size()
+
+
+def test_training_on_from_a_checkpoint_starts_from_its_weights_and_shape(tmp_path):
+    trained, losses = train_policy(TINY)
+    path = save_policy(trained, tmp_path / "policy", TINY)
+    # The config's shape is the shipped policy's; the checkpoint's (TINY's) wins.
+    on = dataclasses.replace(PolicyTrainConfig(), batch_size=8, lr=1e-3, warmup_steps=2, steps=3, train_problems=400)
+    model, more = train_policy(on, init=path)
+    assert model.config.hidden_size == TINY.hidden_size and model.config.num_layers == TINY.num_layers
+    _, scratch = train_policy(dataclasses.replace(TINY, steps=1))
+    # It starts where the checkpoint's training left off, not from scratch.
+    assert more[0] < 1.25 * sum(losses[-10:]) / 10 < 0.8 * scratch[0]
+
+
+def test_cli_trains_on_from_a_checkpoint(tmp_path, capsys):
+    trained, _ = train_policy(dataclasses.replace(TINY, steps=2))
+    save_policy(trained, tmp_path / "start")
+    main(["train", "policy", "--init", str(tmp_path / "start"), "--out", str(tmp_path / "p"), "--steps", "2",
+          "--lr", "1e-4", "--minutes", "1", "--train-problems", "50"])
+    assert "trained 2 steps" in capsys.readouterr().out
+    assert ponder.load_model(tmp_path / "p").config.hidden_size == TINY.hidden_size
+
+
+def test_training_on_from_another_vocabulary_is_a_clear_error(tmp_path):
+    other = ponder.models.CausalLM(ponder.models.ModelConfig("llama", vocab_size=50, hidden_size=32,
+                                                             intermediate_size=64, num_layers=1, num_heads=2,
+                                                             num_kv_heads=1, tie_word_embeddings=True))
+    other.reset_parameters(torch.Generator().manual_seed(0))
+    path = ponder.models.save_pretrained(other, tmp_path / "other")
+    with pytest.raises(ValueError, match=r"vocabulary of 50 tokens, the task's tokenizer 39"):
+        train_policy(dataclasses.replace(TINY, steps=1), init=path)

@@ -9,12 +9,13 @@ import math
 import pytest
 import torch
 
-from task_models import checked_labels, tiny_policy
+from task_models import TINY_POLICY, checked_labels, tiny_policy
 
 import ponder
 from ponder.cli import main
 from ponder.tasks import split
 from ponder.tasks import tokenizer as task_tokenizer
+from ponder.train import save_policy, train_policy
 from ponder.train.prm import (LabeledSolution, PRMTrainConfig, RolloutConfig, load_labels, prover_labels,
                               rollout_labels, save_labels, save_prm, step_lm_loss, train_prm)
 
@@ -87,6 +88,16 @@ def test_cli_labels_once_and_reuses_the_labels(policy_dir, tmp_path, capsys):
     out = capsys.readouterr().out
     assert f"read {len(load_labels(labels))} labelled solutions from {labels}" in out
     assert ponder.load_prm(tmp_path / "prover").score(["Compute 1 + 2."], [["1 + 2 = 3"]])[1].shape == (1,)
+
+
+def test_cli_starts_the_prm_from_init_when_given(policy_dir, tmp_path, capsys):
+    # An LM of another shape than the policy: the PRM takes its weights and shape, the labels the policy's.
+    init = save_policy(train_policy(dataclasses.replace(TINY_POLICY, num_layers=3, steps=2))[0], tmp_path / "lm")
+    main(["train", "prm", "--policy", str(policy_dir), "--init", str(init), "--labels", str(tmp_path / "l.jsonl"),
+          "--problems", "2", "--samples", "2", "--rollouts", "2", "--epochs", "1", "--out", str(tmp_path / "prm")])
+    assert "trained 1 steps" in capsys.readouterr().out
+    assert ponder.load_prm(tmp_path / "prm").model.config.num_layers == 3
+    assert ponder.load_model(policy_dir).config.num_layers == TINY_POLICY.num_layers == 2
 
 
 def test_step_lm_loss_reads_the_right_solutions_steps_only(policy_dir):

@@ -11,7 +11,9 @@ vary in form. The loss is the cross-entropy of the solution and ``<eos>`` tokens
 prompt is context only). Training stops after ``steps`` optimizer steps or ``minutes``
 of wall time, whichever comes first; a small model trained for minutes stays imperfect,
 and more so on the harder levels, which is what the search methods need to show their
-effects.
+effects. Training can also go on from a checkpoint: the shipped PRM and prover start
+from the policy trained on for 6000 more steps, an LM that slips far less than the
+policy it checks.
 
 :func:`train_policy` returns the model and the loss history; :func:`save_policy` writes a
 Hugging Face checkpoint directory (config.json, model.safetensors, tokenizer.json) that
@@ -29,12 +31,13 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from ponder.models import CausalLM, ModelConfig, save_pretrained
+from ponder.models import CausalLM, ModelConfig, load_model, save_pretrained
 from ponder.tasks import LEVELS, STYLES, ArithmeticTask, sample_solution, split
 from ponder.tasks import tokenizer as task_tokenizer
 from ponder.train.optim import Optimisation, Optimiser
 
-__all__ = ["PolicyTrainConfig", "encode_example", "make_batch", "examples_loss", "train_policy", "save_policy"]
+__all__ = ["PolicyTrainConfig", "encode_example", "make_batch", "examples_loss", "load_task_lm", "train_policy",
+           "save_policy"]
 
 IGNORE = -100  # label of a token that carries no loss
 TRAINED_STYLES = tuple(style for style in STYLES if style.order == "left" and not style.regroup and not style.rewrite)
@@ -117,9 +120,20 @@ def _length_bucketed_batches(by_level: dict, levels: list[int], tokenizer, confi
         yield from group
 
 
-def train_policy(config: PolicyTrainConfig = PolicyTrainConfig(),
-                 log: Callable[[str], None] | None = None) -> tuple[CausalLM, list[float]]:
-    """Train a policy from scratch; returns (model in eval mode, loss per step).
+def load_task_lm(path: str | Path) -> CausalLM:
+    """A checkpoint to train on (with its LM head), checked to be an LM of the task's tokenizer."""
+    model = load_model(path, lm_head=True)
+    vocab = task_tokenizer.build_tokenizer().get_vocab_size()
+    if model.config.vocab_size != vocab:
+        raise ValueError(f"{path} has a vocabulary of {model.config.vocab_size} tokens, the task's tokenizer "
+                         f"{vocab}: train on from a checkpoint of the task's tokenizer")
+    return model
+
+
+def train_policy(config: PolicyTrainConfig = PolicyTrainConfig(), log: Callable[[str], None] | None = None,
+                 init: str | Path | None = None) -> tuple[CausalLM, list[float]]:
+    """Train a policy from scratch, or on from the checkpoint ``init`` (whose shape then
+    replaces ``config``'s); returns (model in eval mode, loss per step).
 
     Deterministic under ``config.seed`` when ``steps`` ends the run before the clock
     matters (the ``minutes`` limit, and the schedule's progress by time, depend on the
@@ -133,11 +147,14 @@ def train_policy(config: PolicyTrainConfig = PolicyTrainConfig(),
         if problem.difficulty.level in by_level:
             by_level[problem.difficulty.level].append(problem)
     levels = [level for level, problems in by_level.items() if problems]
-    model = CausalLM(ModelConfig("llama", vocab_size=tokenizer.get_vocab_size(), hidden_size=config.hidden_size,
-                                 intermediate_size=config.intermediate_size, num_layers=config.num_layers,
-                                 num_heads=config.num_heads, num_kv_heads=config.num_kv_heads,
-                                 max_position_embeddings=512, tie_word_embeddings=True))
-    model.reset_parameters(torch.Generator().manual_seed(config.seed))
+    if init is not None:
+        model = load_task_lm(init)
+    else:
+        model = CausalLM(ModelConfig("llama", vocab_size=tokenizer.get_vocab_size(), hidden_size=config.hidden_size,
+                                     intermediate_size=config.intermediate_size, num_layers=config.num_layers,
+                                     num_heads=config.num_heads, num_kv_heads=config.num_kv_heads,
+                                     max_position_embeddings=512, tie_word_embeddings=True))
+        model.reset_parameters(torch.Generator().manual_seed(config.seed))
     model.train()
     optimiser = Optimiser(model.parameters(), config, config.steps)
     batches = _length_bucketed_batches(by_level, levels, tokenizer, config, rng)

@@ -13,12 +13,14 @@ is) is estimated without bias from ``c`` right completions out of ``R`` as
 those labels is the prover value model that :class:`ponder.prm.ProgressScorer` turns
 into the advantage term of ``Q + alpha * A``.
 
-The PRM starts from the policy's weights with a new value head that also reads how
-surprised the LM head is by the steps (:class:`~ponder.prm.heads.SurprisalValueHead`:
-``score.weight``, ``score.bias``, ``score.surprise``), reads the ``ponder-arith`` format
-(a ``<step>`` tag after each step, where the score is read) and is trained with binary
-cross-entropy against the soft labels at every tag. The checkpoint loads with
-``ponder.load_prm(path)``.
+The PRM starts from the weights of an LM of the task's tokenizer: the policy's, or, as
+for the shipped PRM and prover, an LM trained on from the policy (``ponder train policy
+--init``), which is surer of the arithmetic and so more surprised by the policy's slips.
+It gets a new value head that also reads how surprised the LM head is by the steps
+(:class:`~ponder.prm.heads.SurprisalValueHead`: ``score.weight``, ``score.bias``,
+``score.surprise``), reads the ``ponder-arith`` format (a ``<step>`` tag after each
+step, where the score is read) and is trained with binary cross-entropy against the soft
+labels at every tag. The checkpoint loads with ``ponder.load_prm(path)``.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ import torch
 import torch.nn.functional as F
 
 from ponder.builtin import task_checker, task_policy
-from ponder.models import CausalLM, load_model, save_pretrained
+from ponder.models import CausalLM, save_pretrained
 from ponder.prm import PRM
 from ponder.prm.heads import SurprisalValueHead
 from ponder.prm.surprise import SURPRISE_FEATURES
@@ -44,6 +46,7 @@ from ponder.search import MonteCarloVerifier, Sampling, Spend
 from ponder.tasks import Problem
 from ponder.tasks import tokenizer as task_tokenizer
 from ponder.train.optim import Optimisation, Optimiser
+from ponder.train.policy import load_task_lm
 
 __all__ = ["RolloutConfig", "PRMTrainConfig", "LabeledSolution", "rollout_labels", "prover_labels",
            "save_labels", "load_labels", "train_prm", "step_lm_loss", "save_prm"]
@@ -155,7 +158,7 @@ def load_labels(path: str | Path) -> list[LabeledSolution]:
 
 @dataclass(frozen=True)
 class PRMTrainConfig(Optimisation):
-    """The labels and the optimisation; the model's shape is the policy's, whose weights it starts from."""
+    """The labels and the optimisation; the model's shape is that of the LM it starts from."""
 
     best_of: int = 1  # label by the best-of-K prover's value (1: the policy's own value)
     epochs: int = 3
@@ -165,9 +168,12 @@ class PRMTrainConfig(Optimisation):
     lm_weight: float = 1.0  # next-token loss on the right solutions' steps, beside the value loss
 
 
-def train_prm(policy_path: str | Path, labeled: Sequence[LabeledSolution], config: PRMTrainConfig = PRMTrainConfig(),
+def train_prm(start: str | Path, labeled: Sequence[LabeledSolution], config: PRMTrainConfig = PRMTrainConfig(),
               log: Callable[[str], None] | None = None) -> tuple[PRM, list[float]]:
-    """Fine-tune the policy at ``policy_path`` into a value-head PRM on ``labeled``.
+    """Fine-tune the LM at ``start`` into a value-head PRM on ``labeled``: the policy whose
+    roll-outs labelled them, or an LM of the same tokenizer trained further on the task
+    (``ponder train policy --init``), whose surer arithmetic makes the policy's slips stand
+    out in the surprise features (:mod:`ponder.prm.surprise`).
 
     The loss is the binary cross-entropy of the value head at every tag (its surprise
     features are inputs: no gradient flows through them), plus
@@ -179,7 +185,7 @@ def train_prm(policy_path: str | Path, labeled: Sequence[LabeledSolution], confi
     torch.manual_seed(config.seed)
     rng = random.Random(config.seed)
     tokenizer = task_tokenizer.build_tokenizer()
-    model = load_model(policy_path, lm_head=True)
+    model = load_task_lm(start)
     weight = torch.nn.Parameter(torch.zeros(1, model.config.hidden_size))
     bias = torch.nn.Parameter(torch.zeros(1))
     surprise_weight = torch.nn.Parameter(torch.zeros(1, SURPRISE_FEATURES))
