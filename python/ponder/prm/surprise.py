@@ -1,12 +1,14 @@
 """How surprised a PRM's own LM head is by the steps it scores: the least likely token written.
 
-A small policy that slips writes a token it would not itself have predicted: a wrong digit
-of a sum is an unlikely token under the model that learned the sums. A PRM fine-tuned from
-the policy (with the policy's next-token loss kept beside its value loss) still has that
-LM head, so it can see the slip. Reading it from the hidden state at the tag alone is hard
-for a small model: the tag position has to recompute the step and compare. So the value
-head of ponder's built-in PRM (:class:`~ponder.prm.heads.SurprisalValueHead`) is also given
-two numbers per scored step, float32 ``[P, 2]``:
+A small policy that slips writes a wrong digit of a sum, an unlikely token under a model
+that knows the sums. A PRM fine-tuned from an LM of the task (with the next-token loss kept
+beside its value loss) keeps that LM head, so it can see the slip, and the surer the LM, the
+better: the policy itself sampled its slips, so it found them likely enough, and the shipped
+PRM starts from the policy trained on further (:mod:`ponder.train.prm`). Reading it from the
+hidden state at the tag alone is hard for a small model: the tag position has to recompute
+the step and compare. So the value head of ponder's built-in PRM
+(:class:`~ponder.prm.heads.SurprisalValueHead`) is also given two numbers per scored step,
+float32 ``[P, 2]``:
 
 * column 0, the step's *surprise*: the least log-probability, under the PRM's LM head, of
   the step's text tokens after its first. The first token is predicted at the separator
