@@ -30,6 +30,8 @@ CHECKPOINTS = Path(__file__).parent / "checkpoints"
 MAX_STEP_TOKENS = 32
 """A step of the task is at most 14 characters (``"999 - 99 = 900"``); 32 leaves room
 and still cuts a rambling step short."""
+MAX_STEPS = MAX_OPS + 2
+"""Steps a solution may take: one per operation, the answer line, and one to spare."""
 
 _TASK = ArithmeticTask()
 
@@ -49,7 +51,7 @@ def task_policy(model, tokenizer, **options) -> ModelPolicy:
     finished at the ``"Answer: N"`` line. ``options`` override ModelPolicy's other arguments
     (``cache_tokens``, ``reference``, ...)."""
     settings = dict(prompt_template=_TASK.prompt_template, delimiter=_TASK.step_delimiter,
-                    max_step_tokens=MAX_STEP_TOKENS, max_steps=MAX_OPS + 2, finished=_TASK.is_finished)
+                    max_step_tokens=MAX_STEP_TOKENS, max_steps=MAX_STEPS, finished=_TASK.is_finished)
     settings.update(options)
     return ModelPolicy(model, tokenizer, **settings)
 

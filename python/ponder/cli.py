@@ -129,10 +129,14 @@ def _train_prm(args: argparse.Namespace) -> None:
                                               split("train", rollouts.problems), rollouts, log=print)
         if args.labels:
             prm_training.save_labels(labeled, args.labels)
+    if args.prover_policy:
+        labeled = prm_training.prover_rollout_labels(load_model(args.prover_policy), task_tokenizer.build_tokenizer(),
+                                                     labeled, split("train", rollouts.problems), rollouts, log=print)
     config = prm_training.PRMTrainConfig(best_of=args.prover_best_of, epochs=args.epochs, minutes=args.minutes,
                                          seed=args.seed)
     prm, losses = prm_training.train_prm(args.init or args.policy, labeled, config, log=print)
-    path = prm_training.save_prm(prm, args.out, config, rollouts)
+    path = prm_training.save_prm(prm, args.out, config, rollouts,
+                                 prover_policy=Path(args.prover_policy).name if args.prover_policy else None)
     print(f"trained {len(losses)} steps (final bce {losses[-1]:.4f}); checkpoint in {path}")
 
 
@@ -232,7 +236,11 @@ def main(argv: list[str] | None = None) -> None:
     prm.add_argument("--labels", default=None, help="JSONL of roll-out labels: read if it exists, else written "
                                                     "(so a prover PRM can reuse the policy PRM's roll-outs)")
     prm.add_argument("--prover-best-of", type=int, default=1,
-                     help="label by the value of a best-of-K prover of the policy (default 1: the policy's own)")
+                     help="label by the value of a best-of-K prover of the policy, or of --prover-policy "
+                          "(default 1: the roll-out policy's own value)")
+    prm.add_argument("--prover-policy", default=None,
+                     help="label by roll-outs of this distinct prover policy (a checkpoint directory) from the "
+                          "policy's solutions, for a PAV's prover (default: the policy's own roll-outs)")
     prm.add_argument("--problems", type=int, default=RolloutConfig.problems,
                      help="training problems to label")
     prm.add_argument("--samples", type=int, default=RolloutConfig.samples,

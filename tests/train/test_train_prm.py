@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import json
 import math
 
 import pytest
@@ -16,8 +17,9 @@ from ponder.cli import main
 from ponder.tasks import split
 from ponder.tasks import tokenizer as task_tokenizer
 from ponder.train import save_policy, train_policy
+from ponder.builtin import checkpoint
 from ponder.train.prm import (LabeledSolution, PRMTrainConfig, RolloutConfig, load_labels, prover_labels,
-                              rollout_labels, save_labels, save_prm, step_lm_loss, train_prm)
+                              prover_rollout_labels, rollout_labels, save_labels, save_prm, step_lm_loss, train_prm)
 
 
 @pytest.fixture(scope="module")
@@ -56,6 +58,31 @@ def test_rollout_labels_follow_the_solutions(policy_dir, tmp_path):
     assert load_labels(save_labels(labeled, tmp_path / "labels.jsonl")) == labeled
 
 
+def test_prover_rollout_labels_are_the_provers_values_of_the_policys_prefixes(policy_dir):
+    # Reference solutions, every second one's first step wrong (checked_labels), relabelled by
+    # roll-outs of a prover: the shipped policy finishes right prefixes of these problems
+    # often and seldom mends a wrong first result (it may recompute it in the next step);
+    # the tiny policy, barely trained, finishes hardly any.
+    labeled = checked_labels(12)
+    problems = split("train", 12)
+    config = RolloutConfig(rollouts=4, seed=3)
+    tokenizer = task_tokenizer.build_tokenizer()
+    shipped = prover_rollout_labels(ponder.load_model(checkpoint("policy")), tokenizer, labeled, problems, config,
+                                    prefixes_per_batch=5)
+    assert [(s.question, s.steps, s.rollouts) for s in shipped] == [(s.question, s.steps, 4) for s in labeled]
+    assert [s.correct[-1] for s in shipped] == [s.correct[-1] for s in labeled]  # the checker's verdict
+    right = [c for s in shipped[0::2] for c in s.correct[:-1]]
+    wrong = [s.correct[0] for s in shipped[1::2]]  # just after the wrong step, before the reference's next
+    assert len(right) == 14 and len(wrong) == 6
+    assert sum(right) / (4 * len(right)) > 0.5 and sum(wrong) / (4 * len(wrong)) < 0.25
+    tiny = prover_rollout_labels(ponder.load_model(policy_dir), tokenizer, labeled, problems, config)
+    assert sum(c for s in tiny for c in s.correct[:-1]) < sum(right) / 4
+    assert prover_rollout_labels(ponder.load_model(checkpoint("policy")), tokenizer, labeled, problems, config,
+                                 prefixes_per_batch=5) == shipped  # deterministic under the seed
+    with pytest.raises(ValueError, match="the problems given lack 1 of the labelled questions"):
+        prover_rollout_labels(ponder.load_model(policy_dir), tokenizer, labeled, problems[1:], config)
+
+
 def test_a_short_run_learns_and_saves_a_loadable_prm(policy_dir, tmp_path):
     # A signal a few steps can learn: the answer line is good, every other step bad.
     labeled = [dataclasses.replace(s, correct=tuple(4 * step.startswith("Answer") for step in s.steps))
@@ -88,6 +115,10 @@ def test_cli_labels_once_and_reuses_the_labels(policy_dir, tmp_path, capsys):
     out = capsys.readouterr().out
     assert f"read {len(load_labels(labels))} labelled solutions from {labels}" in out
     assert ponder.load_prm(tmp_path / "prover").score(["Compute 1 + 2."], [["1 + 2 = 3"]])[1].shape == (1,)
+    main(args + ["--out", str(tmp_path / "distinct"), "--prover-policy", str(policy_dir)])
+    assert "rolled out" in capsys.readouterr().out
+    recorded = json.loads((tmp_path / "distinct" / "ponder_train.json").read_text())
+    assert recorded["prover_policy"] == policy_dir.name and recorded["prm"]["best_of"] == 1
 
 
 def test_cli_starts_the_prm_from_init_when_given(policy_dir, tmp_path, capsys):

@@ -11,7 +11,8 @@ value of a best-of-K policy (the answer is right if any of K independent complet
 is) is estimated without bias from ``c`` right completions out of ``R`` as
 ``1 - C(R - c, K) / C(R, K)``; K = 1 is the plain Monte-Carlo value. A PRM trained on
 those labels is the prover value model that :class:`ponder.prm.ProgressScorer` turns
-into the advantage term of ``Q + alpha * A``.
+into the advantage term of ``Q + alpha * A``. The prover may also be a distinct policy:
+:func:`prover_rollout_labels` relabels the policy's solutions by its roll-outs.
 
 The PRM starts from the weights of an LM of the task's tokenizer: the policy's, or, as
 for the shipped PRM and prover, an LM trained on from the policy (``ponder train policy
@@ -37,19 +38,19 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from ponder.builtin import task_checker, task_policy
+from ponder.builtin import MAX_STEP_TOKENS, MAX_STEPS, task_checker, task_policy
 from ponder.models import CausalLM, save_pretrained
 from ponder.prm import PRM
 from ponder.prm.heads import SurprisalValueHead
 from ponder.prm.surprise import SURPRISE_FEATURES
 from ponder.search import MonteCarloVerifier, Sampling, Spend
-from ponder.tasks import Problem
+from ponder.tasks import ArithmeticTask, Problem
 from ponder.tasks import tokenizer as task_tokenizer
 from ponder.train.optim import Optimisation, Optimiser
 from ponder.train.policy import load_task_lm
 
-__all__ = ["RolloutConfig", "PRMTrainConfig", "LabeledSolution", "rollout_labels", "prover_labels",
-           "save_labels", "load_labels", "train_prm", "step_lm_loss", "save_prm"]
+__all__ = ["RolloutConfig", "PRMTrainConfig", "LabeledSolution", "rollout_labels", "prover_rollout_labels",
+           "prover_labels", "save_labels", "load_labels", "train_prm", "step_lm_loss", "save_prm"]
 
 
 @dataclass(frozen=True)
@@ -137,6 +138,62 @@ def rollout_labels(model: CausalLM, tokenizer, problems: Sequence[Problem], conf
             log(f"labelled {first + len(batch):5d}/{len(problems)} problems, {len(labeled)} solutions, "
                 f"{spend.generated_tokens} tokens sampled in the last batch, {time.perf_counter() - start:6.0f} s")
     return labeled
+
+
+def prover_rollout_labels(prover: CausalLM, tokenizer, labeled: Sequence[LabeledSolution],
+                          problems: Sequence[Problem], config: RolloutConfig = RolloutConfig(),
+                          prefixes_per_batch: int = 1024,
+                          log: Callable[[str], None] | None = None) -> list[LabeledSolution]:
+    """The policy's solutions relabelled by roll-outs of a distinct *prover* policy ``prover``.
+
+    A PAV's advantage is progress under a prover policy mu (Setlur et al., 2024): the value
+    of each prefix of the *policy's* solutions when *mu* completes it. So the solutions
+    stay the policy's (``labeled``, from :func:`rollout_labels`), and after each of their
+    steps ``config.rollouts`` completions are sampled from ``prover`` at
+    ``config.temperature``; the final step keeps the checker's verdict. A prefix shared
+    by several solutions is rolled out once. ``problems`` must hold every solution's
+    question (the checker needs its answer).
+
+    Each prefix starts as a prompt of its whole text (question and steps so far), so
+    mu's KV cache needs no tree of the policy's solutions; ``prefixes_per_batch`` prefixes
+    are rolled out together.
+    """
+    by_question = {p.prompt: p for p in problems}
+    missing = sorted({s.question for s in labeled} - by_question.keys())
+    if missing:
+        raise ValueError(f"the problems given lack {len(missing)} of the labelled questions, e.g. {missing[0]!r}")
+    task = ArithmeticTask()
+    prefixes: dict[tuple[str, tuple[str, ...]], int | None] = {}  # (question, steps so far) -> right roll-outs
+    for solution in labeled:
+        for t in range(1, len(solution.steps)):
+            prefixes.setdefault((solution.question, solution.steps[:t]), None)
+    keys = list(prefixes)
+    sampling = Sampling(temperature=config.temperature)
+    start = time.perf_counter()
+    for first in range(0, len(keys), prefixes_per_batch):
+        batch = keys[first:first + prefixes_per_batch]
+        # KV room per prefix: its prompt (question and steps, under 256 tokens) and the longest roll-outs
+        room = 256 + config.rollouts * MAX_STEPS * MAX_STEP_TOKENS
+        policy = task_policy(prover, tokenizer, cache_tokens=prefixes_per_batch * room, prompt_template="{question}")
+        # the roll-out's own steps end in the answer line the checker reads
+        checker = task_checker([by_question[question] for question, _ in batch])
+        verifier = MonteCarloVerifier(policy, checker, k=config.rollouts, sampling=sampling, seed=config.seed + first)
+        spend = Spend()
+        roots = policy.start([task.format_prompt(by_question[question]) + task.format_solution(steps)
+                              for question, steps in batch], spend)
+        for key, value in zip(batch, verifier.score(roots, spend).tolist()):
+            prefixes[key] = round(value * config.rollouts)
+        for root in roots:
+            policy.free(root)
+        if log is not None:
+            log(f"rolled out {first + len(batch):6d}/{len(keys)} prefixes under the prover, "
+                f"{time.perf_counter() - start:6.0f} s")
+    relabelled = []
+    for s in labeled:
+        steps = tuple(prefixes[(s.question, s.steps[:t])] for t in range(1, len(s.steps)))
+        verdict = config.rollouts if s.correct[-1] else 0  # the last step's label is the checker's
+        relabelled.append(LabeledSolution(s.question, s.steps, steps + (verdict,), config.rollouts))
+    return relabelled
 
 
 def save_labels(labeled: Sequence[LabeledSolution], path: str | Path) -> Path:
@@ -250,12 +307,14 @@ def step_lm_loss(model: CausalLM, input_ids: torch.Tensor, hidden: torch.Tensor,
 
 
 def save_prm(prm: PRM, directory: str | Path, config: PRMTrainConfig | None = None,
-             rollouts: RolloutConfig | None = None) -> Path:
-    """Write the PRM (decoder + ``score.weight``/``score.bias``/``score.surprise``), the task tokenizer and the configs."""
+             rollouts: RolloutConfig | None = None, prover_policy: str | None = None) -> Path:
+    """Write the PRM (decoder + ``score.weight``/``score.bias``/``score.surprise``), the task tokenizer and the configs
+    (``prover_policy``: the name of the policy whose roll-outs labelled it, when not the policy's own)."""
     head = prm.head
     directory = save_pretrained(prm.model, directory, extra={"score.weight": head.weight, "score.bias": head.bias,
                                                              "score.surprise": head.surprise_weight})
     task_tokenizer.save(directory)
-    info = {"prm": asdict(config) if config else None, "rollouts": asdict(rollouts) if rollouts else None}
+    info = {"prm": asdict(config) if config else None, "rollouts": asdict(rollouts) if rollouts else None,
+            "prover_policy": prover_policy}
     (directory / "ponder_train.json").write_text(json.dumps(info, indent=2) + "\n")
     return directory
