@@ -10,6 +10,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
+
+from ponder.models import CausalLM, ModelConfig, save_pretrained
 from ponder.tasks import check_step, split
 from ponder.train import PolicyTrainConfig, save_policy, train_policy
 from ponder.train.prm import LabeledSolution, PRMTrainConfig, save_prm, train_prm
@@ -31,6 +34,14 @@ def checked_labels(n: int) -> list[LabeledSolution]:
         values = [4 * all(ok[:j + 1]) for j in range(len(ok))] + [4 * all(ok)]
         labeled.append(LabeledSolution(problem.prompt, tuple(steps), tuple(values), 4))
     return labeled
+
+
+def other_vocabulary_lm(directory: Path) -> Path:
+    """An untrained 1-layer LM of a 50-token vocabulary, not the task's 39."""
+    other = CausalLM(ModelConfig("llama", vocab_size=50, hidden_size=32, intermediate_size=64, num_layers=1,
+                                 num_heads=2, num_kv_heads=1, tie_word_embeddings=True))
+    other.reset_parameters(torch.Generator().manual_seed(0))
+    return save_pretrained(other, directory)
 
 
 def tiny_policy(directory: Path) -> Path:

@@ -117,6 +117,7 @@ def _train_prm(args: argparse.Namespace) -> None:
     from ponder.tasks import split
     from ponder.tasks import tokenizer as task_tokenizer
     from ponder.train import prm as prm_training
+    from ponder.train.policy import load_task_lm
 
     rollouts = prm_training.RolloutConfig(problems=args.problems, samples=args.samples, rollouts=args.rollouts,
                                           seed=args.seed)
@@ -130,7 +131,7 @@ def _train_prm(args: argparse.Namespace) -> None:
         if args.labels:
             prm_training.save_labels(labeled, args.labels)
     if args.prover_policy:
-        labeled = prm_training.prover_rollout_labels(load_model(args.prover_policy), task_tokenizer.build_tokenizer(),
+        labeled = prm_training.prover_rollout_labels(load_task_lm(args.prover_policy), task_tokenizer.build_tokenizer(),
                                                      labeled, split("train", rollouts.problems), rollouts, log=print)
     config = prm_training.PRMTrainConfig(best_of=args.prover_best_of, epochs=args.epochs, minutes=args.minutes,
                                          seed=args.seed)

@@ -7,6 +7,8 @@ import dataclasses
 import pytest
 import torch
 
+from task_models import other_vocabulary_lm
+
 import ponder
 from ponder.cli import main
 from ponder.tasks import tokenizer as task_tokenizer
@@ -70,10 +72,6 @@ def test_cli_trains_on_from_a_checkpoint(tmp_path, capsys):
 
 
 def test_training_on_from_another_vocabulary_is_a_clear_error(tmp_path):
-    other = ponder.models.CausalLM(ponder.models.ModelConfig("llama", vocab_size=50, hidden_size=32,
-                                                             intermediate_size=64, num_layers=1, num_heads=2,
-                                                             num_kv_heads=1, tie_word_embeddings=True))
-    other.reset_parameters(torch.Generator().manual_seed(0))
-    path = ponder.models.save_pretrained(other, tmp_path / "other")
+    path = other_vocabulary_lm(tmp_path / "other")
     with pytest.raises(ValueError, match=r"vocabulary of 50 tokens, the task's tokenizer 39"):
         train_policy(dataclasses.replace(TINY, steps=1), init=path)

@@ -10,7 +10,7 @@ import math
 import pytest
 import torch
 
-from task_models import TINY_POLICY, checked_labels, tiny_policy
+from task_models import TINY_POLICY, checked_labels, other_vocabulary_lm, tiny_policy
 
 import ponder
 from ponder.cli import main
@@ -119,6 +119,8 @@ def test_cli_labels_once_and_reuses_the_labels(policy_dir, tmp_path, capsys):
     assert "rolled out" in capsys.readouterr().out
     recorded = json.loads((tmp_path / "distinct" / "ponder_train.json").read_text())
     assert recorded["prover_policy"] == policy_dir.name and recorded["prm"]["best_of"] == 1
+    with pytest.raises(ValueError, match=r"vocabulary of 50 tokens, the task's tokenizer 39"):
+        main(args + ["--out", str(tmp_path / "foreign"), "--prover-policy", str(other_vocabulary_lm(tmp_path / "lm"))])
 
 
 def test_cli_starts_the_prm_from_init_when_given(policy_dir, tmp_path, capsys):

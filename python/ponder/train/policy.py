@@ -121,12 +121,12 @@ def _length_bucketed_batches(by_level: dict, levels: list[int], tokenizer, confi
 
 
 def load_task_lm(path: str | Path) -> CausalLM:
-    """A checkpoint to train on (with its LM head), checked to be an LM of the task's tokenizer."""
+    """A checkpoint to train on or roll out (with its LM head), checked to be an LM of the task's tokenizer."""
     model = load_model(path, lm_head=True)
     vocab = task_tokenizer.build_tokenizer().get_vocab_size()
     if model.config.vocab_size != vocab:
         raise ValueError(f"{path} has a vocabulary of {model.config.vocab_size} tokens, the task's tokenizer "
-                         f"{vocab}: train on from a checkpoint of the task's tokenizer")
+                         f"{vocab}: it must be an LM of the task's tokenizer")
     return model
 
 
