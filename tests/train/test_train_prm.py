@@ -13,11 +13,11 @@ import torch
 from task_models import TINY_POLICY, checked_labels, other_vocabulary_lm, tiny_policy
 
 import ponder
+from ponder.builtin import checkpoint
 from ponder.cli import main
 from ponder.tasks import split
 from ponder.tasks import tokenizer as task_tokenizer
 from ponder.train import save_policy, train_policy
-from ponder.builtin import checkpoint
 from ponder.train.prm import (LabeledSolution, PRMTrainConfig, RolloutConfig, load_labels, prover_labels,
                               prover_rollout_labels, rollout_labels, save_labels, save_prm, step_lm_loss, train_prm)
 

@@ -169,11 +169,11 @@ def prover_rollout_labels(prover: CausalLM, tokenizer, labeled: Sequence[Labeled
             prefixes.setdefault((solution.question, solution.steps[:t]), None)
     keys = list(prefixes)
     sampling = Sampling(temperature=config.temperature)
+    # KV room per prefix: its prompt (question and steps, under 256 tokens) and the longest roll-outs
+    room = 256 + config.rollouts * MAX_STEPS * MAX_STEP_TOKENS
     start = time.perf_counter()
     for first in range(0, len(keys), prefixes_per_batch):
         batch = keys[first:first + prefixes_per_batch]
-        # KV room per prefix: its prompt (question and steps, under 256 tokens) and the longest roll-outs
-        room = 256 + config.rollouts * MAX_STEPS * MAX_STEP_TOKENS
         policy = task_policy(prover, tokenizer, cache_tokens=prefixes_per_batch * room, prompt_template="{question}")
         # the roll-out's own steps end in the answer line the checker reads
         checker = task_checker([by_question[question] for question, _ in batch])
