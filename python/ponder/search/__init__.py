@@ -19,8 +19,10 @@ from ponder.search.revisions import revisions
 from ponder.search.engine import Candidate, PromptResult, SearchResult
 from ponder.search.policy import GREEDY, Branch, ModelPolicy, Policy, Sampling, Step
 from ponder.search.tree import Node, SearchTree
-from ponder.search.verifier import CheckerVerifier, MonteCarloVerifier, PRMVerifier, Verifier
+from ponder.search.verifier import (CheckerVerifier, MonteCarloProgressVerifier, MonteCarloVerifier, PRMVerifier,
+                                   Verifier, best_of_value)
 
-__all__ = ["GREEDY", "Branch", "Candidate", "CheckerVerifier", "ModelPolicy", "MonteCarloVerifier", "Node",
-           "PRMVerifier", "Policy", "PromptResult", "Sampling", "SearchResult", "SearchTree", "Spend", "Step", "Verifier",
-           "beam_search", "best_of_n", "dvts", "lookahead_search", "mcts", "revisions"]
+__all__ = ["GREEDY", "Branch", "Candidate", "CheckerVerifier", "ModelPolicy", "MonteCarloProgressVerifier",
+           "MonteCarloVerifier", "Node", "PRMVerifier", "Policy", "PromptResult", "Sampling", "SearchResult",
+           "SearchTree", "Spend", "Step", "Verifier", "beam_search", "best_of_n", "best_of_value", "dvts",
+           "lookahead_search", "mcts", "revisions"]

@@ -1,4 +1,5 @@
-"""The verifier protocol and its implementations: PRM, progress (PAV), answer checker, Monte-Carlo roll-outs.
+"""The verifier protocol and its implementations: PRM, progress (PAV), answer checker, Monte-Carlo roll-outs
+(their value, and a PAV read from them).
 
 A verifier scores many partial solutions at once. It follows the policy's tree: roots
 are attached when a search starts, children when a branch is expanded, and a pruned
@@ -8,6 +9,7 @@ yet and returns the branch's value after them, float32 [S] (higher is better).
 
 from __future__ import annotations
 
+import math
 from typing import Callable, Protocol, Sequence
 
 import torch
@@ -16,10 +18,21 @@ from ponder.prm import IncrementalScorer, ProgressScorer
 from ponder.search.budget import Spend
 from ponder.search.policy import Branch, ModelPolicy, Sampling
 
-__all__ = ["Verifier", "PRMVerifier", "CheckerVerifier", "MonteCarloVerifier"]
+__all__ = ["Verifier", "PRMVerifier", "CheckerVerifier", "MonteCarloVerifier", "MonteCarloProgressVerifier",
+           "best_of_value"]
 
 Checker = Callable[[int, Branch], bool]
 """``checker(prompt_index, branch)``: whether a finished branch's final answer is right."""
+
+
+def best_of_value(right: int, rollouts: int, best_of: int) -> float:
+    """The best-of-``best_of`` policy's value from ``right`` of ``rollouts`` roll-outs right,
+    without bias: ``1 - C(R - c, K) / C(R, K)`` (``best_of=1`` gives ``c / R``)."""
+    if not 1 <= best_of <= rollouts:
+        raise ValueError(f"best_of must be in 1..{rollouts} (the roll-outs it is estimated from), got {best_of}")
+    if not 0 <= right <= rollouts:
+        raise ValueError(f"right must be in 0..{rollouts}, got {right}")
+    return 1.0 - math.comb(rollouts - right, best_of) / math.comb(rollouts, best_of)
 
 
 class Verifier(Protocol):
@@ -136,3 +149,61 @@ class MonteCarloVerifier(CheckerVerifier):
         for i in todo:
             values[i] = accepted[i] / self.k
         return values
+
+
+class MonteCarloProgressVerifier(MonteCarloVerifier):
+    """A process advantage verifier read from roll-outs: ``Q + alpha * A_mu`` without trained PRMs.
+
+    ``Q`` is :class:`MonteCarloVerifier`'s value (``c`` of ``k`` roll-outs right), and the
+    prover ``mu`` is the best-of-``best_of`` policy (Setlur et al. 2024's BoK prover), whose
+    value the same roll-outs estimate without bias (:func:`best_of_value`). A branch's
+    advantage is ``V_mu`` after its steps minus ``V_mu`` at its last scored ancestor (the
+    prompt, rolled out when attached). A finished branch's ``Q`` and ``V_mu`` are the
+    checker's verdict.
+
+    Searching against it and against :class:`MonteCarloVerifier` compares the PAV with the
+    PRM when neither is a trained model's approximation. Since ``V_mu`` is an increasing
+    function of ``c``, it ranks the children of one parent as ``Q`` does; only the ranking
+    across parents can change.
+    """
+
+    def __init__(self, policy: ModelPolicy, checker: Checker, k: int = 8, best_of: int = 4, alpha: float = 1.0,
+                 sampling: Sampling = Sampling(), seed: int = 0):
+        super().__init__(policy, checker, k, sampling, seed)
+        best_of_value(0, k, best_of)  # checks best_of against k
+        if not math.isfinite(alpha):
+            raise ValueError(f"alpha must be finite, got {alpha}")
+        self.best_of, self.alpha = best_of, float(alpha)
+        self._prover_value: dict[int, float] = {}  # branch uid -> V_mu after its steps, once scored
+        self._before: dict[int, float] = {}  # branch uid -> V_mu at its last scored ancestor
+
+    def attach(self, roots: Sequence[Branch], questions: Sequence[str], spend: Spend) -> None:
+        values = super().score(roots, spend)
+        for root, value in zip(roots, values.tolist()):
+            self._prover_value[root.uid] = self._before[root.uid] = self._value_of(root, value)
+
+    def fork(self, parent: Branch, children: Sequence[Branch]) -> None:
+        before = self._prover_value.get(parent.uid, self._before_of(parent))
+        for child in children:
+            self._before[child.uid] = before
+
+    def free(self, branch: Branch) -> None:
+        self._prover_value.pop(branch.uid, None)
+        self._before.pop(branch.uid, None)
+
+    def score(self, branches: Sequence[Branch], spend: Spend) -> torch.Tensor:
+        befores = [self._before_of(b) for b in branches]
+        q = super().score(branches, spend)
+        effective = torch.empty_like(q)
+        for i, (branch, value, before) in enumerate(zip(branches, q.tolist(), befores)):
+            after = self._prover_value[branch.uid] = self._value_of(branch, value)
+            effective[i] = value + self.alpha * (after - before)
+        return effective
+
+    def _value_of(self, branch: Branch, q: float) -> float:
+        return q if branch.finished else best_of_value(round(q * self.k), self.k, self.best_of)
+
+    def _before_of(self, branch: Branch) -> float:
+        if branch.uid not in self._before:
+            raise ValueError(f"branch {branch.uid} was not attached or forked through this verifier (or was freed)")
+        return self._before[branch.uid]

@@ -27,7 +27,6 @@ labels at every tag. The checkpoint loads with ``ponder.load_prm(path)``.
 from __future__ import annotations
 
 import json
-import math
 import random
 import time
 from collections.abc import Sequence
@@ -43,7 +42,7 @@ from ponder.models import CausalLM, save_pretrained
 from ponder.prm import PRM
 from ponder.prm.heads import SurprisalValueHead
 from ponder.prm.surprise import SURPRISE_FEATURES
-from ponder.search import MonteCarloVerifier, Sampling, Spend
+from ponder.search import MonteCarloVerifier, Sampling, Spend, best_of_value
 from ponder.tasks import ArithmeticTask, Problem
 from ponder.tasks import tokenizer as task_tokenizer
 from ponder.train.optim import Optimisation, Optimiser
@@ -71,14 +70,9 @@ class LabeledSolution:
 
 
 def prover_labels(solution: LabeledSolution, best_of: int = 1) -> list[float]:
-    """Each step's value under the best-of-``best_of`` policy, unbiased from the roll-out counts.
-
-    ``1 - C(R - c, K) / C(R, K)`` for ``c`` right of ``R`` completions; ``best_of=1`` gives ``c / R``.
-    """
-    if not 1 <= best_of <= solution.rollouts:
-        raise ValueError(f"best_of must be in 1..{solution.rollouts} (the roll-outs per step), got {best_of}")
-    total = math.comb(solution.rollouts, best_of)
-    return [1.0 - math.comb(solution.rollouts - c, best_of) / total for c in solution.correct]
+    """Each step's value under the best-of-``best_of`` policy, unbiased from the roll-out counts
+    (:func:`~ponder.search.verifier.best_of_value`); ``best_of=1`` gives ``c / R``."""
+    return [best_of_value(c, solution.rollouts, best_of) for c in solution.correct]
 
 
 @dataclass(frozen=True)
