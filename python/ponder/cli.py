@@ -97,7 +97,7 @@ def _study(args: argparse.Namespace) -> None:
     run_study(StudyConfig(problems=args.problems, budgets=tuple(args.budgets), strategies=tuple(args.strategies),
                           pav_alpha=args.pav_alpha, seed=args.seed, resamples=args.resamples, policy=args.policy,
                           prm=args.prm, prover=args.prover, revision=args.revision, out=args.out,
-                          resume=args.resume))
+                          resume=args.resume, rollouts=args.rollouts))
 
 
 def _train_policy(args: argparse.Namespace) -> None:
@@ -202,6 +202,9 @@ def main(argv: list[str] | None = None) -> None:
     study.add_argument("--prover", default=None, help="prover PRM checkpoint directory (default: built-in)")
     study.add_argument("--revision", default=None, help="revision model checkpoint directory (default: built-in)")
     study.add_argument("--out", default=StudyConfig.out, help=f"output directory (default ./{StudyConfig.out})")
+    study.add_argument("--rollouts", type=int, default=None, metavar="K",
+                       help="search against the policy's Monte-Carlo values over K roll-outs of each scored step "
+                            "instead of the PRM and the prover (what they approximate; slow)")
     study.add_argument("--resume", action="store_true",
                        help="reuse the runs a stopped or smaller study with the same settings and checkpoints "
                             "finished in --out (OUT/runs)")

@@ -106,6 +106,31 @@ def test_study_resumes_from_the_chunks_it_wrote(checkpoints, tmp_path):
                   **quiet)
 
 
+def test_study_against_rollout_values_keeps_its_chunks_apart_and_needs_no_prover(checkpoints, tmp_path, capsys):
+    policy, prm = checkpoints
+    settings = dict(problems=10, budgets=(2,), chunk=5, policy=str(policy), prm=str(prm), resamples=0,
+                    out=str(tmp_path / "s"), resume=True)
+    strategies = ("best_of_n_weighted", "beam_search_pav")
+    # No prover is loaded: the PAV's prover is read from the roll-outs.
+    results = run_study(StudyConfig(strategies=strategies, rollouts=4, prover=str(tmp_path / "none"), **settings))
+    assert results["config"]["rollouts"] == 4 and "Roll-out value ranking" in capsys.readouterr().out
+    # A finished solution scores as the checker says, so the roll-out values rank every right one first.
+    assert results["prm_ranking"] == 1.0 or math.isnan(results["prm_ranking"])
+    key = json.loads((tmp_path / "s" / "runs" / "beam_search_pav@2-rollouts4" / "0.json").read_text())["key"]
+    assert key["rollouts"] == 4 and set(key["models"]) == {"policy"}
+    beam = results["strategies"]["beam_search_pav"]["2"]
+    assert beam["prm_tokens"] == 0 and beam["generated_tokens"] > 2 * 4 * 10  # the roll-outs are sampled tokens
+    # The PRM's chunks neither are read as the roll-outs' nor overwrite them.
+    with_prm = run_study(StudyConfig(strategies=("best_of_n_weighted",), **settings), log=lambda line: None)
+    assert with_prm["chunks_read_back"] == {}
+    again = run_study(StudyConfig(strategies=strategies, rollouts=4, **settings), log=lambda line: None)
+    assert sum(again["chunks_read_back"].values()) == 4 and again["strategies"] == results["strategies"]
+    with pytest.raises(ValueError, match="the PAV's best-of-4 prover needs at least 4 roll-outs, got rollouts=3"):
+        run_study(StudyConfig(strategies=strategies, rollouts=3, **settings))
+    with pytest.raises(ValueError, match="rollouts must be a positive int, got 0"):
+        main(["study", "--rollouts", "0", "--out", str(tmp_path)])
+
+
 def test_plan_runs_each_revision_split_once_per_budget():
     strategies = ("best_of_n_weighted", "revisions_parallel", "revisions_balanced", "revisions_sequential",
                   "revisions_length_2", "revisions_length_8", "revisions_length_32")

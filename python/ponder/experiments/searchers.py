@@ -4,7 +4,10 @@
 process advantage verifiers) and the revision model (the policy of the revision
 methods), loaded from checkpoint directories or the shipped ones. Each run gets a
 fresh policy KV cache and fresh PRM scorers sized for its budget, so no run profits
-from prefixes another left in a cache, and the runs' spends compare.
+from prefixes another left in a cache, and the runs' spends compare. A run may search
+against the policy's own Monte-Carlo values instead of the PRMs (``rollouts``): the
+values the PRM and the prover are trained to approximate, to tell what a method can do
+from what the trained verifiers let it do.
 """
 
 from __future__ import annotations
@@ -15,19 +18,27 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import ponder
-from ponder.builtin import checkpoint, task_answer, task_policy
+from ponder.builtin import checkpoint, task_answer, task_checker, task_policy
 from ponder.experiments.methods import MethodRun, run_method, uses_revision_model
 from ponder.models import load_tokenizer
 from ponder.prm import ProgressScorer
-from ponder.search import PRMVerifier, Sampling, SearchResult
+from ponder.search import (MonteCarloProgressVerifier, MonteCarloVerifier, ModelPolicy, PRMVerifier, Sampling,
+                           SearchResult, Verifier)
 from ponder.tasks import ArithmeticTask, Problem
 
-__all__ = ["Searchers", "KV_TOKENS_PER_GENERATION", "solution_tokens", "fingerprint"]
+__all__ = ["Searchers", "KV_TOKENS_PER_GENERATION", "KV_TOKENS_PER_ROLLOUT", "PROVER_BEST_OF", "solution_tokens",
+           "fingerprint"]
 
 KV_TOKENS_PER_GENERATION = 192
 """KV room per generation of the budget: a solution is about 50 tokens, but every tree
 node a method keeps (MCTS keeps up to five per generation) holds a partly filled block
 of its own."""
+KV_TOKENS_PER_ROLLOUT = 64
+"""KV room per roll-out of a scored branch: its own copy of the branch's partly filled last
+block and the rest of a solution (about 50 tokens at most)."""
+PROVER_BEST_OF = 4
+"""K of the best-of-K prover whose value the roll-outs estimate for a Monte-Carlo PAV (the
+shipped prover PRM is trained on the same kind of labels: ``--prover-best-of 4``)."""
 
 
 @dataclass
@@ -74,19 +85,39 @@ class Searchers:
             raise ValueError("a process advantage verifier needs the prover PRM: load with with_prover=True")
         return PRMVerifier(ProgressScorer(base, self.prover.scorer(tokens), alpha=pav_alpha))
 
+    def rollout_verifier(self, policy: ModelPolicy, problems: Sequence[Problem], rollouts: int, *,
+                         pav_alpha: float | None = None, seed: int = 0, temperature: float = 1.0) -> Verifier:
+        """The policy's Monte-Carlo value over ``rollouts`` roll-outs of each scored branch (a
+        finished one scores as the task's checker says); with ``pav_alpha``, the PAV's ``Q +
+        alpha * A`` with the best-of-:data:`PROVER_BEST_OF` prover read from the same roll-outs.
+        ``policy`` must be the one the search expands (the roll-outs fork its branches)."""
+        options = dict(k=rollouts, sampling=Sampling(temperature=temperature), seed=seed)
+        if pav_alpha is None:
+            return MonteCarloVerifier(policy, task_checker(problems), **options)
+        return MonteCarloProgressVerifier(policy, task_checker(problems), best_of=PROVER_BEST_OF,
+                                          alpha=pav_alpha, **options)
+
     def run(self, method: str, budget: int, problems: Sequence[Problem], *, seed: int = 0, temperature: float = 1.0,
-            aggregate: str = "last", pav_alpha: float | None = None,
+            aggregate: str = "last", pav_alpha: float | None = None, rollouts: int | None = None,
             best_of_n_result: SearchResult | None = None) -> MethodRun:
         """``method`` (see :data:`~ponder.experiments.methods.METHODS`; ``REVISION_METHODS`` and
-        ``REVISION_SWEEP`` sample from the revision model) at ``budget`` generations on ``problems``."""
+        ``REVISION_SWEEP`` sample from the revision model) at ``budget`` generations on ``problems``;
+        with ``rollouts``, against the policy's Monte-Carlo values (:meth:`rollout_verifier`)
+        instead of the PRM and the prover."""
         model = self.model
         if uses_revision_model(method):
             if self.reviser is None:
                 raise ValueError(f"{method} needs the revision model: load with with_revision=True")
             model = self.reviser
         tokens = max(8192, budget * len(problems) * KV_TOKENS_PER_GENERATION)
-        policy = task_policy(model, self.tokenizer, cache_tokens=tokens)
-        verifier = self.verifier(tokens, aggregate=aggregate, pav_alpha=pav_alpha)
+        if rollouts is None:
+            policy = task_policy(model, self.tokenizer, cache_tokens=tokens)
+            verifier = self.verifier(tokens, aggregate=aggregate, pav_alpha=pav_alpha)
+        else:  # every scored branch is forked `rollouts` times at once
+            policy = task_policy(model, self.tokenizer,
+                                 cache_tokens=tokens + budget * len(problems) * rollouts * KV_TOKENS_PER_ROLLOUT)
+            verifier = self.rollout_verifier(policy, problems, rollouts, pav_alpha=pav_alpha, seed=seed,
+                                             temperature=temperature)
         return run_method(method, budget, policy, verifier, [p.prompt for p in problems], answer_of=task_answer,
                           seed=seed, sampling=Sampling(temperature=temperature), progress=False,
                           tokens_per_generation=solution_tokens(self.tokenizer, problems),

@@ -14,6 +14,12 @@ On the first ``problems`` validation problems, every strategy runs at every budg
   sweep of the sequential/parallel ratio), against the PRM. A split that two of them
   share at a budget (``revisions_length_8`` is the balanced split at 64) runs once.
 
+With ``rollouts``, every strategy searches against the policy's Monte-Carlo values over that
+many roll-outs of each scored branch instead of the PRM (and the PAV's prover is the
+best-of-4 policy read from the same roll-outs; finished solutions score as the task's
+checker says): what the trained verifiers approximate, to tell a method's limits from
+theirs. Roll-outs cost far more than a PRM, so run few strategies that way.
+
 Difficulty, in five quantile bins (bin 0 the easiest), two ways: *oracle*, from the
 policy's pass@1 over the largest budget's best-of-N samples, and *predicted*, from the
 PRM's mean final score over the same samples. Per bin and budget the accuracy of every
@@ -28,7 +34,8 @@ Whether the revision model uses the attempts it sees is measured on the same run
 a wrong attempt, how often the next one of its chain is right or repeats the wrong answer,
 against two independent attempts of the problem (:func:`_after_wrong`).
 Each chunk a strategy finishes at a budget is written at once to
-``out/runs/<strategy>@<budget>/<first problem>.json`` with what it depends on: its
+``out/runs/<strategy>@<budget>/<first problem>.json`` (``<strategy>@<budget>-rollouts<K>``
+against roll-out values) with what it depends on: its
 problems, the seed, the PAV weight, ponder's version and a fingerprint of every
 checkpoint it used. With ``resume``, a chunk whose file holds the same is read back
 instead of run again. A chunk's result does not depend on the rest of the study (its
@@ -61,7 +68,7 @@ import torch
 import ponder
 from ponder.experiments import plots
 from ponder.experiments.methods import REVISION_METHODS, REVISION_SWEEP, feasible, revision_split, uses_revision_model
-from ponder.experiments.searchers import Searchers
+from ponder.experiments.searchers import PROVER_BEST_OF, Searchers
 from ponder.search import Candidate
 from ponder.search.compute_optimal import DifficultyBins, cross_validate
 from ponder.search.progress import Progress
@@ -103,6 +110,7 @@ class StudyConfig:
     resamples: int = 1000
     out: str = "ponder-study"
     resume: bool = False  # read back the chunks in out/runs made with the same settings and checkpoints
+    rollouts: int | None = None  # search against the policy's Monte-Carlo values (Searchers.rollout_verifier)
 
 
 def _plan(strategies: Sequence[str], budgets: Sequence[int]) -> tuple[list[tuple[int, str]], dict]:
@@ -129,16 +137,26 @@ RUNS = "runs"
 """The folder of ``out`` that holds one JSON file per finished chunk (see the module docstring)."""
 
 
+def _run_name(strategy: str, budget: int, config: StudyConfig) -> str:
+    """The folder of ``out/runs`` for a strategy's chunks at ``budget``: ``strategy@budget``, and
+    ``strategy@budget-rollouts<K>`` against roll-out values, so that neither overwrites the other."""
+    return f"{strategy}@{budget}" + (f"-rollouts{config.rollouts}" if config.rollouts is not None else "")
+
+
 def _run_key(strategy: str, budget: int, config: StudyConfig, fingerprints: dict) -> dict | None:
     """What a strategy's chunks at ``budget`` depend on, but for their problems; None when a
     model it uses has no fingerprint."""
     method, pav = STRATEGIES[strategy]
-    models = ["policy", "prm"] + (["prover"] if pav else []) + (["revision"] if uses_revision_model(method) else [])
+    verifiers = ["prm"] + (["prover"] if pav else []) if config.rollouts is None else []
+    models = ["policy"] + verifiers + (["revision"] if uses_revision_model(method) else [])
     if any(model not in fingerprints for model in models):
         return None
-    return {"strategy": strategy, "budget": budget, "seed": config.seed,
-            "pav_alpha": config.pav_alpha if pav else None, "ponder": ponder.__version__,
-            "models": {model: fingerprints[model] for model in models}}
+    key = {"strategy": strategy, "budget": budget, "seed": config.seed,
+           "pav_alpha": config.pav_alpha if pav else None, "ponder": ponder.__version__,
+           "models": {model: fingerprints[model] for model in models}}
+    if config.rollouts is not None:  # (absent otherwise, so the PRM's chunks keep their keys)
+        key["rollouts"] = config.rollouts
+    return key
 
 
 def _store_part(path: Path, key: dict, part: dict) -> None:
@@ -180,7 +198,7 @@ def _run_chunked(searchers: Searchers, strategy: str, budget: int, problems: Seq
     for first in range(0, len(problems), config.chunk):
         chunk = problems[first:first + config.chunk]
         chunk_key = None if key is None else {**key, "first": first, "problems": len(chunk)}
-        path = Path(config.out) / RUNS / f"{strategy}@{budget}" / f"{first}.json"
+        path = Path(config.out) / RUNS / _run_name(strategy, budget, config) / f"{first}.json"
         part = _stored_part(path, chunk_key) if config.resume else None
         if part is None:
             part = _run_chunk(searchers, strategy, budget, chunk, config.seed + first, config, shared)
@@ -206,7 +224,7 @@ def _run_chunk(searchers: Searchers, strategy: str, budget: int, chunk: Sequence
     method, pav = STRATEGIES[strategy]
     key = (budget, pav, seed)  # the best-of-N rows of one budget and verifier share their samples
     run = searchers.run(method, budget, chunk, seed=seed, pav_alpha=config.pav_alpha if pav else None,
-                        best_of_n_result=shared.get(key))
+                        rollouts=config.rollouts, best_of_n_result=shared.get(key))
     if run.result.method == "best_of_n":
         shared[key] = run.result
     spend = run.result.spend  # a shared best-of-N run's spend counts for each of its rows
@@ -305,9 +323,15 @@ def run_study(config: StudyConfig, searchers: Searchers | None = None, *, log=pr
         raise ValueError(f"the study needs at least {2 * BINS} problems (two folds of {BINS} bins), "
                          f"got {config.problems}")
     needs_pav = any(STRATEGIES[s][1] for s in config.strategies)
+    if config.rollouts is not None and not (isinstance(config.rollouts, int) and config.rollouts >= 1):
+        raise ValueError(f"rollouts must be a positive int, got {config.rollouts!r}")
+    if config.rollouts is not None and needs_pav and config.rollouts < PROVER_BEST_OF:
+        raise ValueError(f"the PAV's best-of-{PROVER_BEST_OF} prover needs at least {PROVER_BEST_OF} roll-outs, "
+                         f"got rollouts={config.rollouts}")
     needs_revision = any(uses_revision_model(STRATEGIES[s][0]) for s in config.strategies)
     searchers = searchers or Searchers.load(config.policy, config.prm, config.prover, config.revision,
-                                            with_prover=needs_pav, with_revision=needs_revision)
+                                            with_prover=needs_pav and config.rollouts is None,
+                                            with_revision=needs_revision)
     problems = split("validation", config.problems)
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -366,7 +390,8 @@ def run_study(config: StudyConfig, searchers: Searchers | None = None, *, log=pr
     _plot_curves(results, budgets, out)
     results["wall_s"] = time.perf_counter() - start
     (out / "study.json").write_text(json.dumps(results, indent=1) + "\n")
-    log(f"PRM ranking: a right solution scores above a wrong one of the same problem in {ranking:.1%} of pairs "
+    log(f"{'Roll-out value' if config.rollouts else 'PRM'} ranking: a right solution scores above a wrong one of the "
+        f"same problem in {ranking:.1%} of pairs "
         f"({pairs} pairs, best-of-N at {largest})")
     if {"in_chain", "independent"} <= set(results["revision_context"]):
         log(_context_line(results["revision_context"]))
