@@ -385,6 +385,8 @@ def run_study(config: StudyConfig, searchers: Searchers | None = None, *, log=pr
     results["findings"] = findings(results, budgets)
     if config.resamples:
         for line, held in zip(results["findings"], support(results, budgets, config.resamples, config.seed)):
+            if not line["ran"]:  # (a check with nothing to check has no support to speak of)
+                continue
             line["support"] = held
             line["line"] += f" [holds in {held:.0%} of {config.resamples} resamples of the problems]"
     _plot_curves(results, budgets, out)
@@ -472,15 +474,16 @@ def _rounded(curve: dict[int, float]) -> dict[int, float]:
 
 
 def findings(results: dict, budgets: Sequence[int]) -> list[dict]:
-    """The paper's findings as checks on these results: ``{"name", "pass", "line"}`` each.
+    """The paper's findings as checks on these results: ``{"name", "pass", "ran", "line"}`` each.
 
-    A check whose strategies or budgets were not run reports so, as not passed.
+    A check whose strategies or budgets were not run reports so, as not passed and not ran.
     """
     checks = []
 
     def check(name: str, passed: bool | None, detail: str):
         verdict = "PASS" if passed else ("n/a " if passed is None else "FAIL")
-        checks.append({"name": name, "pass": bool(passed), "line": f"{verdict}  {name}: {detail}"})
+        checks.append({"name": name, "pass": bool(passed), "ran": passed is not None,
+                       "line": f"{verdict}  {name}: {detail}"})
 
     bins = results["oracle"]["accuracy"]
     if {"beam_search", "best_of_n_weighted"} <= set(bins) and {4, 16, 64} <= set(budgets):
