@@ -114,7 +114,7 @@ def test_study_against_rollout_values_keeps_its_chunks_apart_and_needs_no_prover
     policy, prm = checkpoints
     settings = dict(problems=10, budgets=(2,), chunk=5, policy=str(policy), prm=str(prm), resamples=0,
                     out=str(tmp_path / "s"), resume=True)
-    strategies = ("best_of_n_weighted", "beam_search_pav")
+    strategies = ("best_of_n_weighted", "beam_search", "beam_search_pav")
     # No prover is loaded: the PAV's prover is read from the roll-outs.
     results = run_study(StudyConfig(strategies=strategies, rollouts=4, prover=str(tmp_path / "none"), **settings))
     assert results["config"]["rollouts"] == 4 and "Roll-out value ranking" in capsys.readouterr().out
@@ -124,11 +124,15 @@ def test_study_against_rollout_values_keeps_its_chunks_apart_and_needs_no_prover
     assert key["rollouts"] == 4 and set(key["models"]) == {"policy"}
     beam = results["strategies"]["beam_search_pav"]["2"]
     assert beam["prm_tokens"] == 0 and beam["generated_tokens"] > 2 * 4 * 10  # the roll-outs are sampled tokens
+    # A beam search of 2 with width 2 keeps one beam, whose children the PAV ranks as Q does:
+    # against Q and against the PAV it draws the same samples and ends the same.
+    plain = results["strategies"]["beam_search"]["2"]
+    assert plain["correct"] == beam["correct"] and plain["generated_tokens"] == beam["generated_tokens"]
     # The PRM's chunks neither are read as the roll-outs' nor overwrite them.
     with_prm = run_study(StudyConfig(strategies=("best_of_n_weighted",), **settings), log=lambda line: None)
     assert with_prm["chunks_read_back"] == {}
     again = run_study(StudyConfig(strategies=strategies, rollouts=4, **settings), log=lambda line: None)
-    assert sum(again["chunks_read_back"].values()) == 4 and again["strategies"] == results["strategies"]
+    assert sum(again["chunks_read_back"].values()) == 6 and again["strategies"] == results["strategies"]
     with pytest.raises(ValueError, match="the PAV's best-of-4 prover needs at least 4 roll-outs, got rollouts=3"):
         run_study(StudyConfig(strategies=strategies, rollouts=3, **settings))
     with pytest.raises(ValueError, match="rollouts must be a positive int, got 0"):

@@ -22,8 +22,7 @@ from ponder.builtin import checkpoint, task_answer, task_checker, task_policy
 from ponder.experiments.methods import MethodRun, run_method, uses_revision_model
 from ponder.models import load_tokenizer
 from ponder.prm import ProgressScorer
-from ponder.search import (MonteCarloProgressVerifier, MonteCarloVerifier, ModelPolicy, PRMVerifier, Sampling,
-                           SearchResult, Verifier)
+from ponder.search import MonteCarloProgressVerifier, ModelPolicy, PRMVerifier, Sampling, SearchResult, Verifier
 from ponder.tasks import ArithmeticTask, Problem
 
 __all__ = ["Searchers", "KV_TOKENS_PER_GENERATION", "KV_TOKENS_PER_ROLLOUT", "PROVER_BEST_OF", "solution_tokens",
@@ -90,12 +89,16 @@ class Searchers:
         """The policy's Monte-Carlo value over ``rollouts`` roll-outs of each scored branch (a
         finished one scores as the task's checker says); with ``pav_alpha``, the PAV's ``Q +
         alpha * A`` with the best-of-:data:`PROVER_BEST_OF` prover read from the same roll-outs.
-        ``policy`` must be the one the search expands (the roll-outs fork its branches)."""
-        options = dict(k=rollouts, sampling=Sampling(temperature=temperature), seed=seed)
-        if pav_alpha is None:
-            return MonteCarloVerifier(policy, task_checker(problems), **options)
-        return MonteCarloProgressVerifier(policy, task_checker(problems), best_of=PROVER_BEST_OF,
-                                          alpha=pav_alpha, **options)
+        ``policy`` must be the one the search expands (the roll-outs fork its branches).
+
+        Both are a :class:`~ponder.search.MonteCarloProgressVerifier` (``Q`` alone: alpha 0),
+        which rolls out the prompts too, so that a search against ``Q`` and one against the
+        PAV draw the same samples wherever their rankings agree: the two compare pairwise,
+        not through two independent draws."""
+        return MonteCarloProgressVerifier(policy, task_checker(problems), k=rollouts,
+                                          best_of=1 if pav_alpha is None else PROVER_BEST_OF,
+                                          alpha=0.0 if pav_alpha is None else pav_alpha,
+                                          sampling=Sampling(temperature=temperature), seed=seed)
 
     def run(self, method: str, budget: int, problems: Sequence[Problem], *, seed: int = 0, temperature: float = 1.0,
             aggregate: str = "last", pav_alpha: float | None = None, rollouts: int | None = None,
