@@ -392,9 +392,9 @@ def run_study(config: StudyConfig, searchers: Searchers | None = None, *, log=pr
     _plot_curves(results, budgets, out)
     results["wall_s"] = time.perf_counter() - start
     (out / "study.json").write_text(json.dumps(results, indent=1) + "\n")
-    log(f"{'Roll-out value' if config.rollouts else 'PRM'} ranking: a right solution scores above a wrong one of the "
-        f"same problem in {ranking:.1%} of pairs "
-        f"({pairs} pairs, best-of-N at {largest})")
+    verifier = "Roll-out value" if config.rollouts else "PRM"
+    log(f"{verifier} ranking: a right solution scores above a wrong one of the same problem in {ranking:.1%} of "
+        f"pairs ({pairs} pairs, best-of-N at {largest})")
     if {"in_chain", "independent"} <= set(results["revision_context"]):
         log(_context_line(results["revision_context"]))
     for line in results["findings"]:
@@ -476,7 +476,7 @@ def _rounded(curve: dict[int, float]) -> dict[int, float]:
 def findings(results: dict, budgets: Sequence[int]) -> list[dict]:
     """The paper's findings as checks on these results: ``{"name", "pass", "ran", "line"}`` each.
 
-    A check whose strategies or budgets were not run reports so, as not passed and not ran.
+    A check whose strategies or budgets were not run says so; it has not passed, and not ``ran``.
     """
     checks = []
 
