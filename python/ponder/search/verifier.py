@@ -183,7 +183,9 @@ class MonteCarloProgressVerifier(MonteCarloVerifier):
             self._prover_value[root.uid] = self._before[root.uid] = self._value_of(root, value)
 
     def fork(self, parent: Branch, children: Sequence[Branch]) -> None:
-        before = self._prover_value.get(parent.uid, self._before_of(parent))
+        # A parent that was scored passes its own value down; one that was not (a search may
+        # expand before it scores) passes what its advantage would have been measured from.
+        before = self._prover_value[parent.uid] if parent.uid in self._prover_value else self._before_of(parent)
         for child in children:
             self._before[child.uid] = before
 
